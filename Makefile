@@ -1,0 +1,46 @@
+# seqlens: two commands on a fresh machine: `make serve` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+STAMP := $(VENV)/.seqlens-installed
+# Every install path pins the CPU build of torch first; an unpinned torch pulls CUDA.
+TORCH := torch==2.13.0
+
+.PHONY: install serve test demo protos protos-check lint typecheck bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml clients/python/pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --upgrade pip
+	$(PIP) install $(TORCH)
+	$(PIP) install -e ./clients/python -e '.[test]'
+	touch $(STAMP)
+
+serve: install ## build the demo models on first use, then serve them on :50051
+	$(VENV)/bin/seqlens serve $(ARGS)
+
+demo: install
+	$(VENV)/bin/seqlens build-demo
+
+test: install
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+protos: install
+	$(PY) scripts/gen_protos.py
+
+protos-check: install
+	$(PY) scripts/gen_protos.py --check
+
+lint: install
+	$(VENV)/bin/ruff check service clients tests bench scripts
+
+typecheck: install
+	$(VENV)/bin/mypy service/seqlens clients/python/seqlens_client
+
+bench: install
+	$(PY) bench/run_all.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache

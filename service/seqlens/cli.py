@@ -1,0 +1,127 @@
+"""``seqlens serve | export | build-demo | check``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import shutil
+import sys
+from pathlib import Path
+
+from .config import Settings
+
+_SERVE_FLAGS = [
+    ("--model-repository", Path, "model repository folder (default: the demo repository, built on first use)"),
+    ("--host", str, "interface to bind (default 127.0.0.1; 0.0.0.0 in containers)"),
+    ("--port", int, "gRPC port (default 50051)"),
+    ("--metrics-port", int, "Prometheus /metrics port (default 9090, -1 = off)"),
+    ("--tls-cert", Path, "PEM server certificate"),
+    ("--tls-key", Path, "PEM server key"),
+    ("--tls-client-ca", Path, "PEM CA for client certificates (mutual TLS)"),
+    ("--auth-token-file", Path, "file of accepted bearer tokens, one a line"),
+]
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from .grpc.server import run
+    from .logs import setup_logging
+
+    overrides = {flag[2:].replace("-", "_"): getattr(args, flag[2:].replace("-", "_"))
+                 for flag, _, _ in _SERVE_FLAGS}
+    settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
+    setup_logging(settings.log_level, settings.log_json)
+    repository = settings.model_repository
+    if repository is None:
+        from .demo import ensure_demo_repository
+
+        repository = ensure_demo_repository(progress=lambda line: print(line, file=sys.stderr, flush=True))
+    if not repository.is_dir():
+        print(f"seqlens: model repository {repository} is not a folder", file=sys.stderr)
+        return 2
+    asyncio.run(run(settings, repository))
+    return 0
+
+
+def _cmd_build_demo(args: argparse.Namespace) -> int:
+    from .demo import build_demo, ensure_demo_repository
+
+    if args.output is None:
+        print(ensure_demo_repository())
+        return 0
+    if args.output.exists():
+        if not args.force:
+            print(f"seqlens: {args.output} exists (use --force to replace it)", file=sys.stderr)
+            return 2
+        shutil.rmtree(args.output)
+    metrics = build_demo(args.output)
+    for name, m in metrics.items():
+        print(name, " ".join(f"{k}={v:.4g}" for k, v in m.items()))
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from safetensors.torch import load_file
+
+    from .export import export_model
+    from .families import build_model
+    from .schema import load_config
+    from .tokenizers import Vocabulary
+
+    config = load_config(args.config)
+    vocab = Vocabulary.load(args.vocab).tokens if args.vocab else None
+    module = build_model(config, len(vocab) if vocab else None)
+    module.load_state_dict(load_file(str(args.weights)))
+    loaded = export_model(module, args.output, vocabulary=vocab, overwrite=args.force)
+    print(f"exported {args.output}: parity max |onnx - torch| = {loaded.parity_max_abs_diff:.2e}")
+    return 0
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    from .registry import ModelRegistry, VersionState
+    from .repository import ModelRepository
+
+    registry = ModelRegistry(ModelRepository(args.repository))
+    registry.refresh()
+    bad = 0
+    records = registry.records()
+    for rec in sorted(records, key=lambda r: (r.name, r.version)):
+        extra = f"parity {rec.loaded.parity_max_abs_diff:.1e}" if rec.loaded else rec.reason
+        print(f"{rec.name}/{rec.version}: {rec.state.value} {extra}")
+        bad += rec.state != VersionState.READY
+    if not records:
+        print(f"no model versions found under {args.repository}")
+        return 1
+    return 1 if bad else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="seqlens", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="serve a model repository over gRPC (flags also read SEQLENS_<NAME>)")
+    for flag, typ, help_text in _SERVE_FLAGS:
+        serve.add_argument(flag, type=typ, default=None, help=help_text)
+    serve.set_defaults(func=_cmd_serve)
+
+    demo = sub.add_parser("build-demo", help="train the demo models on the bundled real data")
+    demo.add_argument("--output", type=Path, default=None, help="folder to write (default: the cache)")
+    demo.add_argument("--force", action="store_true", help="replace --output if it exists")
+    demo.set_defaults(func=_cmd_build_demo)
+
+    export = sub.add_parser("export", help="write a repository version from model.yaml + trained weights")
+    export.add_argument("--config", type=Path, required=True, help="model.yaml of a built-in family")
+    export.add_argument("--weights", type=Path, required=True, help="state_dict as safetensors")
+    export.add_argument("--vocab", type=Path, default=None, help="vocabulary file (token models)")
+    export.add_argument("--output", type=Path, required=True, help="<repository>/<model>/<version>")
+    export.add_argument("--force", action="store_true", help="replace the version if it exists")
+    export.set_defaults(func=_cmd_export)
+
+    check = sub.add_parser("check", help="load every version of a repository and report READY or why not")
+    check.add_argument("repository", type=Path)
+    check.set_defaults(func=_cmd_check)
+
+    args = parser.parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,58 @@
+"""Server settings: CLI flags and ``SEQLENS_<NAME>`` environment variables, one field each."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SEQLENS_", extra="ignore", protected_namespaces=())
+
+    # --- network -------------------------------------------------------------------
+    model_repository: Path | None = Field(
+        None, description="Model repository folder; default: the demo repository (built on first use).")
+    host: str = Field("127.0.0.1", description="Interface for the gRPC server (0.0.0.0 in containers).")
+    port: int = Field(50051, ge=0, le=65535, description="gRPC port (0 = pick a free one).")
+    metrics_port: int = Field(9090, ge=-1, le=65535,
+                              description="Prometheus /metrics port (0 = pick a free one, -1 = off).")
+    max_message_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="Largest gRPC message accepted.")
+
+    # --- security ------------------------------------------------------------------
+    tls_cert: Path | None = Field(None, description="PEM server certificate (enables TLS with tls_key).")
+    tls_key: Path | None = Field(None, description="PEM private key of tls_cert.")
+    tls_client_ca: Path | None = Field(None, description="PEM CA bundle; when set, clients must present a cert (mTLS).")
+    auth_token_file: Path | None = Field(
+        None, description="File of accepted bearer tokens, one a line; reloaded when it changes.")
+    auth_token: str | None = Field(None, description="A single accepted bearer token (env only).")
+
+    # --- models --------------------------------------------------------------------
+    poll_interval_s: float = Field(2.0, ge=0, description="Repository rescan interval; 0 disables polling.")
+    parity_tolerance: float = Field(1e-4, gt=0, description="Max |ONNX - torch| on probe inputs for READY.")
+    max_length: int = Field(4096, ge=1, description="Server-wide cap on sequence length (models may set less).")
+    max_batch: int = Field(256, ge=1, description="Most sequences in one Predict/ModelInfer request.")
+
+    # --- runtimes and batching -----------------------------------------------------
+    onnx_threads: int = Field(1, ge=1, description="ONNX Runtime intra-op threads per session.")
+    torch_threads: int = Field(1, ge=1, description="torch intra-op threads for gradient work.")
+    predict_workers: int = Field(2, ge=1, description="Threads running ONNX Runtime batches.")
+    explain_workers: int = Field(1, ge=1, description="Threads running gradient work (explanations).")
+    batch_max_size: int = Field(64, ge=1, description="Dynamic batcher: most sequences per ONNX run.")
+    batch_max_delay_ms: float = Field(2.0, ge=0, description="Dynamic batcher: longest wait to fill a batch.")
+    batch_max_queue: int = Field(1024, ge=1, description="Dynamic batcher: queued sequences before shedding load.")
+    explain_max_queue: int = Field(64, ge=1, description="Explanations waiting for a worker before shedding load.")
+
+    # --- explanations --------------------------------------------------------------
+    max_explain_work: int = Field(4_000_000, ge=1,
+                                  description="Per request: steps x length x samples summed over methods.")
+    max_steps: int = Field(1024, ge=1, description="Most integration steps or samples per method.")
+    gradient_chunk_elements: int = Field(
+        4_000_000, ge=1, description="Memory bound: most (rows x T x E) elements per forward+backward chunk.")
+    max_state_elements: int = Field(2_000_000, ge=1, description="Largest hidden/cell matrices returned.")
+
+    # --- lifecycle -----------------------------------------------------------------
+    drain_grace_s: float = Field(20.0, ge=0, description="On SIGTERM: seconds in-flight calls may take to finish.")
+    log_level: str = Field("INFO", description="Python logging level.")
+    log_json: bool = Field(True, description="Structured JSON logs (one object a line).")

@@ -1,0 +1,1 @@
+"""The gRPC transport: server, thin servicers, converters, error interceptor, auth."""

@@ -1,0 +1,90 @@
+"""Thin servicers: decode with converters, call the dataplane, encode the answer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from seqlens_client._proto.inference import grpc_service_pb2 as oip
+from seqlens_client._proto.inference import grpc_service_pb2_grpc as oip_grpc
+from seqlens_client._proto.seqlens.v1 import models_pb2, predict_pb2, service_pb2_grpc
+
+from .. import __version__
+from ..dataplane import DataPlane
+from ..errors import InvalidInput
+from . import converters
+
+
+class SequenceExplainerServicer(service_pb2_grpc.SequenceExplainerServicer):
+    def __init__(self, dataplane: DataPlane) -> None:
+        self._dp = dataplane
+
+    async def ListModels(self, request: models_pb2.ListModelsRequest, context: Any) -> models_pb2.ListModelsResponse:
+        return converters.list_models_response(self._dp.list_models())
+
+    async def GetModel(self, request: models_pb2.GetModelRequest, context: Any) -> models_pb2.ModelInfo:
+        return converters.model_info(self._dp.get_model(request.name))
+
+    async def Predict(self, request: predict_pb2.PredictRequest, context: Any) -> predict_pb2.PredictResponse:
+        inputs = [converters.sequence_input(s, f"inputs[{i}]") for i, s in enumerate(request.inputs)]
+        result = await self._dp.predict(request.model_name, request.model_version, inputs)
+        return converters.predict_response(result)
+
+
+class InferenceServicer(oip_grpc.GRPCInferenceServiceServicer):
+    """Open Inference Protocol v2 over the same dataplane.
+
+    Tensors: input ``inputs`` (INT64 [B,T] token ids or FP32 [B,T,F] features), optional
+    ``lengths`` (INT64 [B]); output ``outputs`` (FP32: logits [B,C], [B,T,C] or [B,H]).
+    """
+
+    def __init__(self, dataplane: DataPlane) -> None:
+        self._dp = dataplane
+
+    async def ServerLive(self, request: oip.ServerLiveRequest, context: Any) -> oip.ServerLiveResponse:
+        return oip.ServerLiveResponse(live=True)
+
+    async def ServerReady(self, request: oip.ServerReadyRequest, context: Any) -> oip.ServerReadyResponse:
+        return oip.ServerReadyResponse(ready=self._dp.ready())
+
+    async def ModelReady(self, request: oip.ModelReadyRequest, context: Any) -> oip.ModelReadyResponse:
+        self._dp.registry.model_records(request.name)  # NOT_FOUND for unknown models
+        try:
+            self._dp.registry.get(request.name, request.version)
+        except Exception:
+            return oip.ModelReadyResponse(ready=False)
+        return oip.ModelReadyResponse(ready=not self._dp.draining)
+
+    async def ServerMetadata(self, request: oip.ServerMetadataRequest, context: Any) -> oip.ServerMetadataResponse:
+        return oip.ServerMetadataResponse(name="seqlens", version=__version__, extensions=["model_repository"])
+
+    async def ModelMetadata(self, request: oip.ModelMetadataRequest, context: Any) -> oip.ModelMetadataResponse:
+        loaded = self._dp.registry.get(request.name, request.version)
+        c = loaded.config
+        meta = oip.ModelMetadataResponse.TensorMetadata
+        if c.is_tokens:
+            x = meta(name="inputs", datatype="INT64", shape=[-1, -1])
+        else:
+            x = meta(name="inputs", datatype="FP32", shape=[-1, -1, c.num_features])
+        out_shape = [-1, -1, c.num_outputs] if c.architecture.head == "per_step" else [-1, c.num_outputs]
+        versions = [r.version for r in self._dp.registry.model_records(request.name)]
+        return oip.ModelMetadataResponse(
+            name=loaded.name, versions=versions, platform="onnxruntime_onnx",
+            inputs=[x, meta(name="lengths", datatype="INT64", shape=[-1])],
+            outputs=[meta(name="outputs", datatype="FP32", shape=out_shape)])
+
+    async def ModelInfer(self, request: oip.ModelInferRequest, context: Any) -> oip.ModelInferResponse:
+        names = [t.name for t in request.inputs]
+        if "inputs" not in names or set(names) - {"inputs", "lengths"} or len(names) != len(set(names)):
+            raise InvalidInput(f"ModelInfer needs input 'inputs' and optionally 'lengths', got {names}")
+        tensors = {t.name: converters.oip_input(request, i) for i, t in enumerate(request.inputs)}
+        lengths = tensors.get("lengths")
+        if lengths is not None and not np.issubdtype(lengths.dtype, np.integer):
+            raise InvalidInput("input 'lengths' must be INT64 or INT32")
+        loaded, out = await self._dp.infer_tensor(request.model_name, request.model_version,
+                                                  tensors["inputs"], lengths)
+        return converters.oip_infer_response(request, loaded.version, out)
+
+
+
