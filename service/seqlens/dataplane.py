@@ -141,6 +141,9 @@ class DataPlane:
             shape = "[B, T]" if config.is_tokens else f"[B, T, {config.num_features}]"
             raise InvalidInput(f"input 'inputs' has shape {list(inputs.shape)}; model {name!r} needs {shape}"
                                " with B, T >= 1")
+        if config.is_tokens != np.issubdtype(inputs.dtype, np.integer):
+            want = "INT64 token ids" if config.is_tokens else "FP32 features"
+            raise InvalidInput(f"input 'inputs' is {inputs.dtype}; model {name!r} needs {want}")
         b, t = inputs.shape[:2]
         if b > self.settings.max_batch:
             raise InvalidInput(f"input 'inputs' has batch {b}; at most max_batch={self.settings.max_batch}")
