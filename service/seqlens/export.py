@@ -41,7 +41,7 @@ def export_onnx_bytes(module: SequenceModel) -> bytes:
     module.eval()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(module, (torch.from_numpy(x), torch.from_numpy(lengths)), buf,
+        torch.onnx.export(module, (torch.from_numpy(x), torch.from_numpy(lengths)), buf,  # type: ignore[arg-type]
                           input_names=list(INPUT_NAMES), output_names=[OUTPUT_NAME],
                           dynamic_axes=dynamic, opset_version=MIN_OPSET, dynamo=False)
     module.train(was_training)

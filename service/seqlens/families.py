@@ -13,6 +13,8 @@ exported ONNX graph keeps one recurrent op per direction and the state recomputa
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from torch import Tensor, nn
 
@@ -48,6 +50,11 @@ def _make_rnn(cell: str, input_size: int, hidden: int) -> RNNModule:
 
 class SequenceModel(nn.Module):
     """A model of the built-in family described by ``config.architecture``."""
+
+    feature_mean: Tensor  # [F] buffers (feature models)
+    feature_std: Tensor
+    output_mean: Tensor  # scalar buffers (horizon heads)
+    output_std: Tensor
 
     def __init__(self, config: ModelConfig, vocab_size: int | None = None) -> None:
         super().__init__()
@@ -90,7 +97,7 @@ class SequenceModel(nn.Module):
         outs: list[list[Tensor]] = []
         for directions in self.rnn:
             layer_out: list[Tensor] = []
-            for d, rnn in enumerate(directions):
+            for d, rnn in enumerate(cast(nn.ModuleList, directions)):
                 src = x if d == 0 else reverse_within_length(x, lengths)
                 y, _ = rnn(src)
                 layer_out.append(y if d == 0 else reverse_within_length(y, lengths))
