@@ -1,0 +1,223 @@
+"""Explain options: attribution methods, target, baseline and state summaries.
+
+Each option is a small frozen dataclass with a ``to_proto()``; the client also accepts the
+short forms noted on each (a method name, a class index or label, a baseline kind name, ...).
+
+>>> Method("integrated_gradients", n_steps=32).to_proto().n_steps
+32
+>>> target_proto("positive").label
+'positive'
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal, TypeAlias, TypeVar
+
+import numpy as np
+
+from ._proto.seqlens.v1 import explain_pb2, state_pb2
+from .inputs import SequenceLike, to_sequence_input
+
+__all__ = [
+    "INTEGRAL_METHODS",
+    "METHODS",
+    "STATE_SUMMARIES",
+    "Baseline",
+    "BaselineLike",
+    "Method",
+    "MethodsLike",
+    "StateLike",
+    "StateOptions",
+    "Target",
+    "TargetLike",
+    "baseline_proto",
+    "methods_proto",
+    "state_proto",
+    "target_proto",
+]
+
+#: Attribution methods the server knows (``GetModel`` lists those a model supports).
+METHODS = ("integrated_gradients", "saliency", "input_x_gradient", "gradient_shap", "smoothgrad",
+           "occlusion", "feature_ablation", "shapley_sampling")
+#: Methods that integrate gradients along a path: they report steps and a convergence delta.
+INTEGRAL_METHODS = frozenset({"integrated_gradients", "gradient_shap"})
+#: State summaries the server knows.
+STATE_SUMMARIES = ("state_norm", "delta_norm", "gate_mean", "saturation", "timescale", "top_units",
+                   "prefix_prediction", "unit_contribution", "active_count", "projection")
+
+QuadratureName = Literal["gauss_legendre", "riemann_left", "riemann_right", "riemann_middle",
+                         "riemann_trapezoid"]
+_QUADRATURE = {"gauss_legendre": explain_pb2.GAUSS_LEGENDRE, "riemann_left": explain_pb2.RIEMANN_LEFT,
+               "riemann_right": explain_pb2.RIEMANN_RIGHT, "riemann_middle": explain_pb2.RIEMANN_MIDDLE,
+               "riemann_trapezoid": explain_pb2.RIEMANN_TRAPEZOID}
+_ABLATION = {"per_timestep": explain_pb2.PER_TIMESTEP, "per_feature": explain_pb2.PER_FEATURE}
+_OUTPUT_SPACE = {"logit": explain_pb2.LOGIT, "probability": explain_pb2.PROBABILITY}
+_BASELINE_KIND = {"default": explain_pb2.BASELINE_DEFAULT, "pad": explain_pb2.PAD, "zeros": explain_pb2.ZEROS,
+                  "training_mean": explain_pb2.TRAINING_MEAN}
+
+
+_E = TypeVar("_E")
+
+
+def _pick(table: dict[str, _E], value: str, what: str) -> _E:
+    if value not in table:
+        raise ValueError(f"{what} must be one of {sorted(table)}, got {value!r}")
+    return table[value]
+
+
+@dataclass(frozen=True)
+class Method:
+    """One attribution method and its options; zeros mean "the server's default".
+
+    >>> Method("integrated_gradients", adaptive=True, tolerance=0.01)  # doctest: +ELLIPSIS
+    Method(name='integrated_gradients', ...adaptive=True, tolerance=0.01...)
+    >>> Method("occlusion", window=3, stride=1).to_proto().window
+    3
+    """
+
+    name: str
+    n_steps: int = 0
+    quadrature: QuadratureName = "gauss_legendre"
+    adaptive: bool = False
+    tolerance: float = 0.0
+    max_steps: int = 0
+    n_samples: int = 0
+    noise_stdev: float = 0.0
+    seed: int = 0
+    window: int = 0
+    stride: int = 0
+    ablation: Literal["per_timestep", "per_feature"] = "per_timestep"
+    abs_saliency: bool | None = None  # saliency, smoothgrad: None = the server's default (absolute, as Captum)
+
+    def to_proto(self) -> explain_pb2.AttributionMethod:
+        if not self.name:
+            raise ValueError("method name is empty")
+        for f in ("n_steps", "max_steps", "n_samples", "seed", "window", "stride"):
+            if getattr(self, f) < 0:
+                raise ValueError(f"method {self.name}: {f} must be >= 0, got {getattr(self, f)}")
+        msg = explain_pb2.AttributionMethod(
+            name=self.name, n_steps=self.n_steps, quadrature=_pick(_QUADRATURE, self.quadrature, "quadrature"),
+            adaptive=self.adaptive, tolerance=self.tolerance, max_steps=self.max_steps, n_samples=self.n_samples,
+            noise_stdev=self.noise_stdev, seed=self.seed, window=self.window, stride=self.stride,
+            ablation=_pick(_ABLATION, self.ablation, "ablation"))
+        if self.abs_saliency is not None:
+            msg.abs_saliency = self.abs_saliency
+        return msg
+
+
+@dataclass(frozen=True)
+class Target:
+    """What to explain; unset fields take the server's defaults (the predicted class, the last
+    timestep for tagging, horizon step 0 for forecasts).
+
+    >>> Target(label="negative", output_space="probability").to_proto().output_space
+    1
+    """
+
+    class_index: int | None = None
+    label: str | None = None
+    timestep: int | None = None
+    horizon_step: int | None = None
+    output_space: Literal["logit", "probability"] = "logit"
+
+    def to_proto(self) -> explain_pb2.Target:
+        if self.class_index is not None and self.label is not None:
+            raise ValueError("target: give class_index or label, not both")
+        msg = explain_pb2.Target(output_space=_pick(_OUTPUT_SPACE, self.output_space, "output_space"))
+        if self.class_index is not None:
+            msg.class_index = self.class_index
+        if self.label is not None:
+            msg.label = self.label
+        if self.timestep is not None:
+            msg.timestep = self.timestep
+        if self.horizon_step is not None:
+            msg.horizon_step = self.horizon_step
+        return msg
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """The attribution baseline: a kind name, or ``custom`` (same length as the input)."""
+
+    kind: Literal["default", "pad", "zeros", "training_mean", "custom"] = "default"
+    custom: SequenceLike | None = None
+
+    def to_proto(self) -> explain_pb2.Baseline:
+        if self.kind == "custom" or self.custom is not None:
+            if self.custom is None:
+                raise ValueError("baseline kind 'custom' needs custom=<token ids or [T, F] features>")
+            return explain_pb2.Baseline(kind=explain_pb2.CUSTOM, custom=to_sequence_input(self.custom, "baseline"))
+        return explain_pb2.Baseline(kind=_pick(_BASELINE_KIND, self.kind, "baseline"))
+
+
+@dataclass(frozen=True)
+class StateOptions:
+    """Which hidden-state summaries to compute; an empty ``summaries`` asks for all defaults.
+
+    >>> StateOptions(["state_norm", "gate_mean"], top_k=3).to_proto().top_k
+    3
+    """
+
+    summaries: Sequence[str] = field(default_factory=tuple)
+    top_k: int = 0
+    include_hidden: bool = False
+    include_cell: bool = False
+
+    def to_proto(self) -> state_pb2.StateOptions:
+        if self.top_k < 0:
+            raise ValueError(f"state top_k must be >= 0, got {self.top_k}")
+        return state_pb2.StateOptions(enabled=True, summaries=list(self.summaries), top_k=self.top_k,
+                                      include_hidden=self.include_hidden, include_cell=self.include_cell)
+
+
+#: ``"saliency"``, ``Method(...)``, or a list of them; None = integrated gradients.
+MethodsLike: TypeAlias = str | Method | Sequence[str | Method] | None
+#: A class index, a label, a ``Target``, or None (the predicted class).
+TargetLike: TypeAlias = int | str | Target | None
+#: A kind name, a ``Baseline``, custom token ids/features, or None (the model's default).
+BaselineLike: TypeAlias = str | Baseline | np.ndarray | Sequence[int] | None
+#: True (all defaults), a list of summary names, ``StateOptions``, or None/False (off).
+StateLike: TypeAlias = bool | Sequence[str] | StateOptions | None
+
+
+def methods_proto(methods: MethodsLike) -> list[explain_pb2.AttributionMethod]:
+    if methods is None:
+        return []
+    items: Sequence[str | Method] = [methods] if isinstance(methods, str | Method) else methods
+    return [(Method(m) if isinstance(m, str) else m).to_proto() for m in items]
+
+
+def target_proto(target: TargetLike) -> explain_pb2.Target | None:
+    if target is None:
+        return None
+    if isinstance(target, bool):
+        raise TypeError("target must be a class index, a label or a Target, not a bool")
+    if isinstance(target, int):
+        return Target(class_index=target).to_proto()
+    if isinstance(target, str):
+        return Target(label=target).to_proto()
+    return target.to_proto()
+
+
+def baseline_proto(baseline: BaselineLike) -> explain_pb2.Baseline | None:
+    if baseline is None:
+        return None
+    if isinstance(baseline, str):
+        return Baseline(kind=baseline).to_proto()  # type: ignore[arg-type]
+    if isinstance(baseline, Baseline):
+        return baseline.to_proto()
+    return Baseline(kind="custom", custom=baseline).to_proto()
+
+
+def state_proto(state: StateLike) -> state_pb2.StateOptions | None:
+    if state is None or state is False:
+        return None
+    if state is True:
+        return state_pb2.StateOptions(enabled=True)
+    if isinstance(state, StateOptions):
+        return state.to_proto()
+    if isinstance(state, str):
+        return StateOptions([state]).to_proto()
+    return StateOptions(list(state)).to_proto()

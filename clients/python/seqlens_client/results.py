@@ -1,0 +1,495 @@
+"""Typed results with numpy arrays: models, predictions, attributions, explanations.
+
+Every result has ``to_dict()`` (JSON-ready: lists instead of arrays, None for non-finite
+numbers) and the tabular ones ``to_pandas()`` (needs pandas, which is not a dependency).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, overload
+
+import numpy as np
+
+from ._proto.seqlens.v1 import explain_pb2, models_pb2, predict_pb2, types_pb2
+from .state import StateSummary
+from .tensors import optional_numpy, to_numpy
+
+if TYPE_CHECKING:
+    import pandas
+
+__all__ = [
+    "Architecture",
+    "Attribution",
+    "Explanation",
+    "Faithfulness",
+    "InputSchema",
+    "Limits",
+    "ModelInfo",
+    "ModelSummary",
+    "PredictResult",
+    "Prediction",
+    "ResolvedTarget",
+    "Token",
+    "VersionStatus",
+    "jsonable",
+]
+
+_TASKS = {models_pb2.CLASSIFICATION: "classification", models_pb2.TAGGING: "tagging",
+          models_pb2.FORECASTING: "forecasting", models_pb2.REGRESSION: "regression"}
+_KINDS = {models_pb2.TOKENS: "tokens", models_pb2.FEATURES: "features"}
+_STATES = {models_pb2.LOADING: "loading", models_pb2.READY: "ready", models_pb2.FAILED: "failed",
+           models_pb2.UNLOADED: "unloaded"}
+_OUTPUT_SPACES = {explain_pb2.LOGIT: "logit", explain_pb2.PROBABILITY: "probability"}
+
+
+def jsonable(value: Any) -> Any:
+    """Arrays -> lists, dataclasses and named tuples -> dicts, non-finite floats -> None."""
+    if hasattr(value, "to_dict"):
+        return value.to_dict()
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if hasattr(value, "_asdict"):  # NamedTuple
+        return jsonable(value._asdict())
+    if isinstance(value, np.ndarray):
+        return jsonable(value.tolist())
+    if isinstance(value, np.generic):
+        return jsonable(value.item())
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    return value
+
+
+def _dict(obj: Any) -> dict[str, Any]:
+    return {f.name: jsonable(getattr(obj, f.name)) for f in fields(obj)}
+
+
+def _pandas() -> Any:
+    try:
+        import pandas
+    except ImportError as e:
+        raise ImportError("to_pandas() needs pandas: pip install pandas") from e
+    return pandas
+
+
+# --- predictions --------------------------------------------------------------------
+@dataclass(frozen=True)
+class Token:
+    """A token and its character span ``[start, end)`` in the request text."""
+
+    text: str
+    id: int
+    start: int
+    end: int
+
+    @classmethod
+    def from_proto(cls, msg: types_pb2.Token) -> Token:
+        return cls(text=msg.text, id=msg.id, start=msg.start, end=msg.end)
+
+    def to_dict(self) -> dict[str, Any]:
+        return _dict(self)
+
+
+@dataclass
+class Prediction:
+    """The model's answer for one sequence.
+
+    - classification: ``label``, ``label_index``, ``scores`` (logits ``[C]``), ``probabilities [C]``;
+    - tagging: ``step_labels``/``step_label_indices`` per timestep, ``scores``/``probabilities [T,C]``;
+    - forecasting and regression: ``forecast`` (``[H]`` values, the same as ``scores``).
+    """
+
+    length: int
+    tokens: list[Token]
+    scores: np.ndarray
+    probabilities: np.ndarray | None = None
+    label: str | None = None
+    label_index: int | None = None
+    step_labels: list[str] = field(default_factory=list)
+    step_label_indices: list[int] = field(default_factory=list)
+
+    @property
+    def forecast(self) -> np.ndarray | None:
+        """Forecast/regression values ``[H]``; None for classification and tagging."""
+        return self.scores if self.probabilities is None else None
+
+    @classmethod
+    def from_proto(cls, msg: predict_pb2.Prediction) -> Prediction:
+        return cls(length=msg.length, tokens=[Token.from_proto(t) for t in msg.tokens],
+                   scores=to_numpy(msg.scores), probabilities=optional_numpy(msg, "probabilities"),
+                   label=msg.label or None, label_index=msg.label_index if msg.label else None,
+                   step_labels=list(msg.step_labels), step_label_indices=list(msg.step_label_indices))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**_dict(self), "forecast": jsonable(self.forecast)}
+
+
+class PredictResult(Sequence[Prediction]):
+    """The predictions of one ``predict`` call, in input order, and the version that answered.
+
+    >>> result = client.predict("sentiment", ["great", "awful"])  # doctest: +SKIP
+    >>> [p.label for p in result], result.model_version           # doctest: +SKIP
+    (['positive', 'negative'], '1')
+    """
+
+    def __init__(self, model_name: str, model_version: str, predictions: list[Prediction]) -> None:
+        self.model_name = model_name
+        self.model_version = model_version
+        self.predictions = predictions
+
+    @classmethod
+    def from_proto(cls, msg: predict_pb2.PredictResponse) -> PredictResult:
+        return cls(msg.model_name, msg.model_version, [Prediction.from_proto(p) for p in msg.predictions])
+
+    @overload
+    def __getitem__(self, i: int) -> Prediction: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[Prediction]: ...
+    def __getitem__(self, i: int | slice) -> Prediction | list[Prediction]:
+        return self.predictions[i]
+
+    def __len__(self) -> int:
+        return len(self.predictions)
+
+    def __iter__(self) -> Iterator[Prediction]:
+        return iter(self.predictions)
+
+    def __repr__(self) -> str:
+        return f"PredictResult(model={self.model_name!r}, version={self.model_version!r}, n={len(self)})"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"model_name": self.model_name, "model_version": self.model_version,
+                "predictions": [p.to_dict() for p in self.predictions]}
+
+    def to_pandas(self) -> pandas.DataFrame:
+        """One row per input: length, label, label_index, confidence, scores, probabilities, forecast."""
+        pd = _pandas()
+        rows = [{"length": p.length, "label": p.label, "label_index": p.label_index,
+                 "confidence": float(np.max(p.probabilities)) if p.probabilities is not None and p.label else None,
+                 "step_labels": p.step_labels or None, "scores": p.scores, "probabilities": p.probabilities,
+                 "forecast": p.forecast} for p in self.predictions]
+        return pd.DataFrame(rows)
+
+
+# --- models -------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ModelSummary:
+    """One model in ``list_models``: task, input kind, versions, and the default version."""
+
+    name: str
+    task: str
+    input_kind: str
+    default_version: str
+    versions: list[str]
+    ready: bool
+
+    @classmethod
+    def from_proto(cls, msg: models_pb2.ModelSummary) -> ModelSummary:
+        return cls(name=msg.name, task=_TASKS.get(msg.task, "unspecified"),
+                   input_kind=_KINDS.get(msg.input_kind, "unspecified"), default_version=msg.default_version,
+                   versions=list(msg.versions), ready=msg.ready)
+
+    def to_dict(self) -> dict[str, Any]:
+        return _dict(self)
+
+
+@dataclass(frozen=True)
+class VersionStatus:
+    """A version's state (``ready``, ``loading``, ``failed``, ``unloaded``) and why it is not ready."""
+
+    version: str
+    state: str
+    reason: str
+    parity_max_abs_diff: float
+    load_seconds: float
+
+    @classmethod
+    def from_proto(cls, msg: models_pb2.VersionStatus) -> VersionStatus:
+        return cls(version=msg.version, state=_STATES.get(msg.state, "unspecified"), reason=msg.reason,
+                   parity_max_abs_diff=msg.parity_max_abs_diff, load_seconds=msg.load_seconds)
+
+    def to_dict(self) -> dict[str, Any]:
+        return _dict(self)
+
+
+@dataclass(frozen=True)
+class Architecture:
+    input_layer: str
+    cell: str
+    num_layers: int
+    hidden_size: int
+    bidirectional: bool
+    head: str
+    embedding_dim: int
+    num_parameters: int
+
+    @classmethod
+    def from_proto(cls, msg: models_pb2.Architecture) -> Architecture:
+        return cls(**{f.name: getattr(msg, f.name) for f in fields(cls)})
+
+    def to_dict(self) -> dict[str, Any]:
+        return _dict(self)
+
+
+@dataclass(frozen=True)
+class InputSchema:
+    """``kind`` is ``tokens`` (with tokenizer and vocabulary facts) or ``features`` (with names)."""
+
+    kind: str
+    tokenizer: str
+    vocab_size: int
+    pad_id: int
+    unk_id: int
+    lowercase: bool
+    feature_names: list[str]
+
+    @classmethod
+    def from_proto(cls, msg: models_pb2.InputSchema) -> InputSchema:
+        return cls(kind=_KINDS.get(msg.kind, "unspecified"), tokenizer=msg.tokenizer, vocab_size=msg.vocab_size,
+                   pad_id=msg.pad_id, unk_id=msg.unk_id, lowercase=msg.lowercase,
+                   feature_names=list(msg.feature_names))
+
+    def to_dict(self) -> dict[str, Any]:
+        return _dict(self)
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_length: int
+    max_batch: int
+    max_explain_work: int
+    max_steps: int
+
+    @classmethod
+    def from_proto(cls, msg: models_pb2.Limits) -> Limits:
+        return cls(max_length=msg.max_length, max_batch=msg.max_batch, max_explain_work=msg.max_explain_work,
+                   max_steps=msg.max_steps)
+
+    def to_dict(self) -> dict[str, Any]:
+        return _dict(self)
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """Everything ``get_model`` tells about a model.
+
+    >>> info = client.get_model("sentiment")           # doctest: +SKIP
+    >>> info.task, info.labels, info.attribution_methods[:2]  # doctest: +SKIP
+    ('classification', ['negative', 'positive'], ['integrated_gradients', 'saliency'])
+    """
+
+    name: str
+    task: str
+    default_version: str
+    versions: list[VersionStatus]
+    input: InputSchema
+    labels: list[str]
+    horizon: int
+    architecture: Architecture
+    attribution_methods: list[str]
+    state_summaries: list[str]
+    limits: Limits
+    description: str
+
+    @property
+    def ready(self) -> bool:
+        return any(v.state == "ready" for v in self.versions)
+
+    @classmethod
+    def from_proto(cls, msg: models_pb2.ModelInfo) -> ModelInfo:
+        return cls(name=msg.name, task=_TASKS.get(msg.task, "unspecified"), default_version=msg.default_version,
+                   versions=[VersionStatus.from_proto(v) for v in msg.versions],
+                   input=InputSchema.from_proto(msg.input), labels=list(msg.labels), horizon=msg.horizon,
+                   architecture=Architecture.from_proto(msg.architecture),
+                   attribution_methods=list(msg.attribution_methods), state_summaries=list(msg.state_summaries),
+                   limits=Limits.from_proto(msg.limits), description=msg.description)
+
+    def to_dict(self) -> dict[str, Any]:
+        return _dict(self)
+
+
+# --- explanations -------------------------------------------------------------------
+@dataclass
+class Faithfulness:
+    """Comprehensiveness (drop when the top-k% timesteps are removed) and sufficiency (drop when
+    only they are kept) at each ``top_k_percent``, their AOPC, and the same for a random ranking."""
+
+    top_k_percent: np.ndarray
+    comprehensiveness: np.ndarray
+    sufficiency: np.ndarray
+    aopc_comprehensiveness: float
+    aopc_sufficiency: float
+    random_comprehensiveness: np.ndarray
+    random_sufficiency: np.ndarray
+    random_aopc_comprehensiveness: float
+    random_aopc_sufficiency: float
+
+    @classmethod
+    def from_proto(cls, msg: explain_pb2.Faithfulness) -> Faithfulness:
+        arr = {f: np.asarray(getattr(msg, f), dtype=np.float64) for f in (
+            "top_k_percent", "comprehensiveness", "sufficiency", "random_comprehensiveness", "random_sufficiency")}
+        return cls(**arr, aopc_comprehensiveness=msg.aopc_comprehensiveness, aopc_sufficiency=msg.aopc_sufficiency,
+                   random_aopc_comprehensiveness=msg.random_aopc_comprehensiveness,
+                   random_aopc_sufficiency=msg.random_aopc_sufficiency)
+
+    def to_dict(self) -> dict[str, Any]:
+        return _dict(self)
+
+
+@dataclass
+class Attribution:
+    """One method's attributions.
+
+    ``scores [T]`` are signed (summed over embedding dims or features); ``feature_scores [T,F]``
+    for feature models; ``l2_norm [T]`` for token models. Integral methods report
+    ``convergence_delta`` = sum(scores) - (target_at_input - target_at_baseline), ``n_steps``
+    and, for adaptive IG, ``converged``.
+    """
+
+    method: str
+    scores: np.ndarray
+    feature_scores: np.ndarray | None = None
+    l2_norm: np.ndarray | None = None
+    convergence_delta: float = 0.0
+    n_steps: int = 0
+    converged: bool = False
+    target_at_input: float = 0.0
+    target_at_baseline: float = 0.0
+    faithfulness: Faithfulness | None = None
+    seconds: float = 0.0
+
+    @property
+    def relative_delta(self) -> float:
+        """|delta| / |f(x) - f(baseline)|: the quadrature error relative to what is attributed."""
+        gap = abs(self.target_at_input - self.target_at_baseline)
+        return abs(self.convergence_delta) / gap if gap > 0 else math.inf if self.convergence_delta else 0.0
+
+    @classmethod
+    def from_proto(cls, msg: explain_pb2.Attribution) -> Attribution:
+        return cls(method=msg.method, scores=to_numpy(msg.scores),
+                   feature_scores=optional_numpy(msg, "feature_scores"), l2_norm=optional_numpy(msg, "l2_norm"),
+                   convergence_delta=msg.convergence_delta, n_steps=msg.n_steps, converged=msg.converged,
+                   target_at_input=msg.target_at_input, target_at_baseline=msg.target_at_baseline,
+                   faithfulness=Faithfulness.from_proto(msg.faithfulness) if msg.HasField("faithfulness") else None,
+                   seconds=msg.seconds)
+
+    def to_dict(self) -> dict[str, Any]:
+        return _dict(self)
+
+
+@dataclass(frozen=True)
+class ResolvedTarget:
+    """The output that was explained, with defaults filled in by the server."""
+
+    class_index: int
+    label: str
+    timestep: int
+    horizon_step: int
+    output_space: str
+
+    @classmethod
+    def from_proto(cls, msg: explain_pb2.ResolvedTarget) -> ResolvedTarget:
+        return cls(class_index=msg.class_index, label=msg.label, timestep=msg.timestep,
+                   horizon_step=msg.horizon_step, output_space=_OUTPUT_SPACES.get(msg.output_space, "logit"))
+
+    def to_dict(self) -> dict[str, Any]:
+        return _dict(self)
+
+
+@dataclass
+class Explanation:
+    """One explained prediction.
+
+    ``attributions`` maps method name -> :class:`Attribution`; ``state`` holds the hidden-state
+    summaries when they were asked for; ``timings`` maps stage -> seconds. ``text`` or
+    ``features`` echo the input (set by the client) so that reports can draw it, and
+    ``labels``/``feature_names`` name classes and features when the client knows them.
+
+    >>> exp = client.explain("sentiment", "a gorgeous, witty film",             # doctest: +SKIP
+    ...                      methods=["integrated_gradients", "occlusion"], state=True)
+    >>> exp.prediction.label, exp.attributions["integrated_gradients"].scores.shape  # doctest: +SKIP
+    ('positive', (4,))
+    >>> exp.to_html("report.html")                                               # doctest: +SKIP
+    """
+
+    model_name: str
+    model_version: str
+    request_id: str
+    prediction: Prediction
+    tokens: list[Token]
+    target: ResolvedTarget
+    attributions: dict[str, Attribution]
+    state: StateSummary | None
+    timings: dict[str, float]
+    text: str | None = None
+    features: np.ndarray | None = None
+    labels: list[str] = field(default_factory=list)
+    feature_names: list[str] = field(default_factory=list)
+
+    @classmethod
+    def from_proto(cls, msg: explain_pb2.ExplainResponse) -> Explanation:
+        return cls(model_name=msg.model_name, model_version=msg.model_version, request_id=msg.request_id,
+                   prediction=Prediction.from_proto(msg.prediction), tokens=[Token.from_proto(t) for t in msg.tokens],
+                   target=ResolvedTarget.from_proto(msg.target),
+                   attributions={a.method: Attribution.from_proto(a) for a in msg.attributions},
+                   state=StateSummary.from_proto(msg.state) if len(msg.state) else None,
+                   timings={t.stage: t.seconds for t in msg.timings})
+
+    @property
+    def length(self) -> int:
+        """Timesteps T."""
+        if self.tokens:
+            return len(self.tokens)
+        if self.features is not None:
+            return int(self.features.shape[0])
+        first = next(iter(self.attributions.values()), None)
+        return int(first.scores.shape[0]) if first is not None else self.prediction.length
+
+    def to_dict(self) -> dict[str, Any]:
+        return _dict(self)
+
+    def to_pandas(self) -> pandas.DataFrame:
+        """One row per timestep: token text and span (token models) and one column per method."""
+        pd = _pandas()
+        cols: dict[str, Any] = {"t": np.arange(self.length)}
+        if self.tokens:
+            cols.update(token=[t.text for t in self.tokens], start=[t.start for t in self.tokens],
+                        end=[t.end for t in self.tokens])
+        for name, a in self.attributions.items():
+            cols[name] = a.scores
+        return pd.DataFrame(cols)
+
+    def to_html(self, path: str | Path | None = None, *, title: str | None = None) -> str:
+        """Write one self-contained HTML report to ``path`` (when given) and return its text.
+
+        The page needs no network: tokens or the time series coloured by attribution (with a
+        method switcher), the prediction and prefix-prediction curve, state norms and gate means
+        over time, a unit heatmap, gate saturation and faithfulness curves; panels whose data is
+        absent say so.
+        """
+        from .report.html import render_html
+
+        page = render_html(self, title=title)
+        if path is not None:
+            Path(path).write_text(page, encoding="utf-8")
+        return page
+
+    def to_text(self, method: str | None = None, *, color: bool = True, width: int = 100) -> str:
+        """Tokens (or timesteps) coloured by attribution for a terminal (ANSI), plus a summary."""
+        from .report.text import render_text
+
+        return render_text(self, method=method, color=color, width=width)
+
+    def to_png(self, path: str | Path, *, dpi: int = 120) -> Path:
+        """Save a matplotlib figure of the report panels (needs ``pip install seqlens-client[plot]``)."""
+        from .report.png import render_png
+
+        return render_png(self, Path(path), dpi=dpi)
