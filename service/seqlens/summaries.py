@@ -1,11 +1,390 @@
-"""State summaries of the hidden state (per layer and direction)."""
+"""State summaries: what the hidden state did, per layer and direction (DESIGN.md table).
+
+``compute_state`` recomputes the recurrence (``recurrence``) for one encoded sequence and
+summarizes each (layer, direction). Conventions:
+- arrays are in original time order; for a backward direction the "previous" state of step t
+  (delta_norm, top_units) is the one at t+1, the step the recurrence read before t;
+- ``saturation`` counts steps with a gate below 0.1 ("left") or above 0.9 ("right") on [0, 1]:
+  sigmoid gates as they are, tanh gates (LSTM g, GRU n) mapped by (x + 1) / 2, i.e. x < -0.8
+  and x > 0.8;
+- ``prefix_prediction`` and ``unit_contribution`` belong to the top layer only (what the head
+  reads); ``prefix_prediction`` needs a unidirectional model;
+- ``unit_contribution`` of the target output k: the head reads features x (the concatenated
+  directions' final states: forward at T-1 and backward at 0 for ``last`` heads, both at the
+  target timestep for ``per_step`` heads); contribution = x ⊙ W_head[k] × s with s the output
+  std of ``horizon`` heads (1 otherwise), split per direction. Summed over every unit of every
+  direction, plus the bias term b_head[k] × s (+ output mean), it equals output k.
+"""
 
 from __future__ import annotations
 
-from .schema import ModelConfig
+import logging
+import threading
+from dataclasses import dataclass, field
 
-SUMMARIES: tuple[str, ...] = ()
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.numpy import load_file
+
+from .config import Settings
+from .errors import InvalidInput, ResourceExhausted
+from .recurrence import DIRECTION_NAMES, GATE_NAMES, TANH_GATES, DirectionTrace, recompute
+from .schema import ModelConfig
+from .versions import REFERENCE_FILE, LoadedVersion, probe_inputs
+
+log = logging.getLogger(__name__)
+
+SUMMARIES: tuple[str, ...] = (
+    "state_norm", "delta_norm", "gate_mean", "saturation", "timescale", "top_units",
+    "prefix_prediction", "unit_contribution", "active_count", "projection",
+)
+SATURATION_LEFT = 0.1  # Karpathy et al. 2015
+SATURATION_RIGHT = 0.9
+ACTIVE_THRESHOLD = 0.3  # LSTMVis default, on |tanh h|
+MAX_TIMESCALE = 1e4  # steps; a retention gate averaging ~1 would give infinity
+DEFAULT_TOP_K = 5
+DEFAULT_MAX_STATE_ELEMENTS: int = Settings.model_fields["max_state_elements"].default
+PROJECTION_KEY = "state_projection"  # LoadedVersion.extras
+PROBE_SEEDS = 8  # probe batches used when a version has no reference data
+MAX_REFERENCE_STEPS = 50_000  # real steps of reference data used for the fit
+_RETENTION_GATE = {"lstm": "f", "gru": "z"}
+
+
+@dataclass(frozen=True)
+class StateOptions:
+    enabled: bool = True
+    summaries: tuple[str, ...] = ()  # empty: every summary that applies to the model
+    top_k: int = DEFAULT_TOP_K
+    include_hidden: bool = False  # h_t [T,D] and the gates [G,T,D]
+    include_cell: bool = False  # c_t [T,D], LSTM
+
+
+@dataclass(frozen=True)
+class GateSaturationResult:
+    gate: str
+    left_fraction: float  # mean over units of the fraction of steps with gate < 0.1
+    right_fraction: float  # ... > 0.9
+
+
+@dataclass
+class LayerStateResult:
+    layer: int
+    direction: str  # "forward" or "backward"
+    cell: str
+    gate_names: list[str]
+    hidden: np.ndarray | None = None  # [T,D]
+    cell_state: np.ndarray | None = None  # [T,D]
+    gates: np.ndarray | None = None  # [G,T,D]
+    state_norm: np.ndarray | None = None  # [T]
+    delta_norm: np.ndarray | None = None  # [T]
+    gate_mean: np.ndarray | None = None  # [G,T]
+    saturation: np.ndarray | None = None  # [G,D,2]
+    saturation_summary: list[GateSaturationResult] = field(default_factory=list)
+    timescale: np.ndarray | None = None  # [D]
+    top_units: np.ndarray | None = None  # int64 [T,k]
+    prefix_prediction: np.ndarray | None = None  # [T,C]
+    unit_contribution: np.ndarray | None = None  # [D]
+    active_count: np.ndarray | None = None  # int64 [T]
+    projection: np.ndarray | None = None  # [T,2]
+
+
+@dataclass(frozen=True)
+class StateProjection:
+    """Per (layer, direction): mean [D] and the first two principal axes [2,D] of h_t."""
+
+    source: str  # "reference" (reference.safetensors) or "probe" (versions.probe_inputs)
+    mean: dict[tuple[int, int], np.ndarray]
+    components: dict[tuple[int, int], np.ndarray]
+
+
+# --- which summaries ----------------------------------------------------------------
+def not_applicable(config: ModelConfig, name: str) -> str | None:
+    """Why summary ``name`` does not apply to models of ``config``, or None."""
+    arch = config.architecture
+    if name in ("gate_mean", "saturation") and not GATE_NAMES[arch.cell]:
+        return f"cell {arch.cell!r} has no gates"
+    if name == "timescale" and arch.cell not in _RETENTION_GATE:
+        return f"cell {arch.cell!r} has no forget (LSTM) or update (GRU) gate"
+    if name == "prefix_prediction" and arch.bidirectional:
+        return "it needs a unidirectional model (a backward state at step t has already read the steps after t)"
+    return None
 
 
 def available_summaries(config: ModelConfig) -> list[str]:
-    return list(SUMMARIES)
+    return [name for name in SUMMARIES if not_applicable(config, name) is None]
+
+
+def resolve_summaries(config: ModelConfig, options: StateOptions) -> list[str]:
+    """The summaries to compute, in SUMMARIES order; errors name the bad field."""
+    unknown = sorted({n for n in options.summaries if n not in SUMMARIES})
+    if unknown:
+        raise InvalidInput(f"state.summaries: unknown {', '.join(map(repr, unknown))}; "
+                           f"valid names: {', '.join(SUMMARIES)}")
+    if not options.summaries:
+        return available_summaries(config)
+    for name in options.summaries:
+        reason = not_applicable(config, name)
+        if reason:
+            raise InvalidInput(f"state.summaries: {name!r} does not apply to this model: {reason}")
+    return [n for n in SUMMARIES if n in options.summaries]
+
+
+def returned_elements(config: ModelConfig, steps: int, options: StateOptions) -> int:
+    """Values of the opt-in matrices (hidden + gates, cell) over all layers and directions."""
+    arch = config.architecture
+    per_matrix = arch.num_layers * arch.directions * steps * arch.hidden_size
+    n_gates = len(GATE_NAMES[arch.cell])
+    return per_matrix * ((1 + n_gates) if options.include_hidden else 0) + (per_matrix if options.include_cell else 0)
+
+
+def _check_request(config: ModelConfig, steps: int, options: StateOptions, max_elements: int) -> None:
+    if options.include_cell and config.architecture.cell != "lstm":
+        raise InvalidInput(f"state.include_cell: only LSTM models have a cell state; "
+                           f"this model's cell is {config.architecture.cell!r}")
+    if options.top_k < 1:
+        raise InvalidInput(f"state.top_k must be >= 1, got {options.top_k}")
+    n = returned_elements(config, steps, options)
+    if n > max_elements:
+        arch = config.architecture
+        raise ResourceExhausted(
+            f"state.include_hidden/include_cell would return {n} values ({arch.num_layers} layers x "
+            f"{arch.directions} directions x T={steps} x D={arch.hidden_size} per matrix); the limit is "
+            f"max_state_elements={max_elements} (SEQLENS_MAX_STATE_ELEMENTS): send a shorter sequence "
+            f"or leave include_hidden/include_cell off")
+
+
+# --- projections (fit once per loaded version) ----------------------------------------
+_PROJECTION_LOCK = threading.Lock()
+
+
+def state_projection(loaded: LoadedVersion) -> StateProjection:
+    """The version's PCA axes, fit on first use and cached on ``loaded.extras``."""
+    cached = loaded.extras.get(PROJECTION_KEY)
+    if isinstance(cached, StateProjection):
+        return cached
+    with _PROJECTION_LOCK:
+        cached = loaded.extras.get(PROJECTION_KEY)
+        if isinstance(cached, StateProjection):
+            return cached
+        fitted = fit_projection(loaded)
+        loaded.extras[PROJECTION_KEY] = fitted
+        return fitted
+
+
+def _read_reference(loaded: LoadedVersion) -> tuple[np.ndarray, np.ndarray]:
+    """reference.safetensors -> (inputs, lengths), checked against the model; ValueError if unusable."""
+    tensors = load_file(str(loaded.path / REFERENCE_FILE))
+    if "inputs" not in tensors or "lengths" not in tensors:
+        raise ValueError(f"needs tensors 'inputs' and 'lengths', has {sorted(tensors)}")
+    x, lengths = tensors["inputs"], tensors["lengths"]
+    config = loaded.config
+    want_ndim = 2 if config.is_tokens else 3
+    if x.ndim != want_ndim or x.shape[0] == 0 or x.shape[1] == 0:
+        raise ValueError(f"inputs has shape {list(x.shape)}, expected {want_ndim} non-empty dims")
+    if lengths.shape != (x.shape[0],) or not np.issubdtype(lengths.dtype, np.integer):
+        raise ValueError(f"lengths must be integers of shape [{x.shape[0]}], got {lengths.dtype} {list(lengths.shape)}")
+    if lengths.min() < 1 or lengths.max() > x.shape[1]:
+        raise ValueError(f"lengths must lie in [1, {x.shape[1]}]")
+    if config.is_tokens:
+        if not np.issubdtype(x.dtype, np.integer) or x.min() < 0 or x.max() >= loaded.vocab_size:
+            raise ValueError(f"inputs must be token ids in [0, {loaded.vocab_size})")
+        x = x.astype(np.int64)
+    else:
+        if x.shape[2] != config.num_features or not np.issubdtype(x.dtype, np.floating) or not np.isfinite(x).all():
+            raise ValueError(f"inputs must be finite floats [N, T, {config.num_features}]")
+        x = x.astype(np.float32)
+    keep = max(1, int(np.searchsorted(np.cumsum(lengths), MAX_REFERENCE_STEPS, side="right")))
+    return x[:keep], lengths[:keep].astype(np.int64)
+
+
+def _fit_batches(loaded: LoadedVersion) -> tuple[np.ndarray, np.ndarray, str]:
+    if (loaded.path / REFERENCE_FILE).is_file():
+        try:
+            x, lengths = _read_reference(loaded)
+            return x, lengths, "reference"
+        except (ValueError, SafetensorError, OSError) as exc:
+            log.warning("%s/%s: %s is unusable (%s); fitting state projections on probe inputs",
+                        loaded.name, loaded.version, REFERENCE_FILE, exc)
+    batches = [probe_inputs(loaded.config, loaded.vocab_size, seed=s) for s in range(PROBE_SEEDS)]
+    return (np.concatenate([b[0] for b in batches]), np.concatenate([b[1] for b in batches]), "probe")
+
+
+def _principal_axes(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """rows [N,D] -> mean [D], the first two principal axes [2,D] (zero rows when N or D < 2).
+
+    Each axis is signed so that its largest-magnitude loading is positive (deterministic).
+    """
+    x = rows.astype(np.float64)
+    mean = x.mean(axis=0)
+    xc = torch.from_numpy(x - mean)
+    # torch, not numpy: its thread count is the server's (numpy's OpenBLAS stalls on busy cores)
+    vecs = torch.linalg.eigh(xc.T @ xc).eigenvectors.numpy()  # [D,D], ascending eigenvalues
+    axes = np.zeros((2, x.shape[1]))
+    n_axes = min(2, x.shape[1], max(x.shape[0] - 1, 0))
+    for k in range(n_axes):
+        v = vecs[:, -1 - k]
+        axes[k] = v if v[np.argmax(np.abs(v))] > 0 else -v
+    return mean.astype(np.float32), axes.astype(np.float32)
+
+
+def fit_projection(loaded: LoadedVersion, chunk: int = 64) -> StateProjection:
+    """Principal axes of every (layer, direction)'s h_t over the real steps of the fit data."""
+    x, lengths, source = _fit_batches(loaded)
+    module = loaded.torch_module
+    rows: dict[tuple[int, int], list[np.ndarray]] = {}
+    with torch.no_grad():
+        for start in range(0, x.shape[0], chunk):
+            xb, lb = x[start:start + chunk], lengths[start:start + chunk]
+            xb = xb[:, :int(lb.max())]
+            outs = module.run_layers(module.embed(torch.from_numpy(xb)), torch.from_numpy(lb))
+            real = np.arange(xb.shape[1])[None, :] < lb[:, None]  # [B,T]
+            for layer, dirs in enumerate(outs):
+                for d, h in enumerate(dirs):
+                    rows.setdefault((layer, d), []).append(h.numpy()[real])
+    mean, comps = {}, {}
+    for key, parts in rows.items():
+        mean[key], comps[key] = _principal_axes(np.concatenate(parts))
+    return StateProjection(source, mean, comps)
+
+
+# --- the summaries ------------------------------------------------------------------
+def _mm(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """float32 matmul on torch (numpy's OpenBLAS threads stall when the cores are busy)."""
+    return (torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
+            @ torch.from_numpy(np.ascontiguousarray(b, dtype=np.float32))).numpy()
+
+
+def _deltas(h: np.ndarray, direction: int) -> np.ndarray:
+    """h_t minus the state the step started from, in processing order (zero initial state)."""
+    delta = np.empty_like(h)
+    if direction == 0:
+        delta[0] = h[0]
+        np.subtract(h[1:], h[:-1], out=delta[1:])
+    else:
+        delta[-1] = h[-1]
+        np.subtract(h[:-1], h[1:], out=delta[:-1])
+    return delta
+
+
+def _top_units(abs_delta: np.ndarray, k: int) -> np.ndarray:
+    """abs_delta [T,D] -> int64 [T,k] unit indices, largest first (torch.topk: ~2x argpartition)."""
+    return torch.topk(torch.from_numpy(abs_delta), k, dim=1, sorted=True).indices.numpy()
+
+
+def saturation_thresholds(gate_names: list[str], cell: str) -> tuple[np.ndarray, np.ndarray]:
+    """Per gate [G,1,1]: the raw values matching 0.1 / 0.9 on [0, 1] (tanh gates: -0.8 / 0.8)."""
+    tanh = np.array([name in TANH_GATES[cell] for name in gate_names])
+    left = np.where(tanh, 2 * SATURATION_LEFT - 1, SATURATION_LEFT).astype(np.float32)
+    right = np.where(tanh, 2 * SATURATION_RIGHT - 1, SATURATION_RIGHT).astype(np.float32)
+    return left[:, None, None], right[:, None, None]
+
+
+def saturation_of(gates: np.ndarray, gate_names: list[str], cell: str) -> np.ndarray:
+    """gates [G,T,D] -> [G,D,2]: fractions of steps below / above the saturation thresholds."""
+    left, right = saturation_thresholds(gate_names, cell)
+    steps = gates.shape[1]
+    return np.stack([np.count_nonzero(gates < left, axis=1), np.count_nonzero(gates > right, axis=1)],
+                    axis=-1).astype(np.float32) / np.float32(steps)
+
+
+def timescale_of(retention: np.ndarray) -> np.ndarray:
+    """retention gate [T,D] -> -1 / ln(mean_t gate) in (0, MAX_TIMESCALE] steps."""
+    m = np.clip(retention.astype(np.float64).mean(axis=0), 1e-30, np.exp(-1.0 / MAX_TIMESCALE))
+    return (-1.0 / np.log(m)).astype(np.float32)
+
+
+def _head_features(top: list[DirectionTrace], head: str, timestep: int) -> list[np.ndarray]:
+    """What the head reads from each top-layer direction, [D] each."""
+    if head == "per_step":
+        return [tr.hidden[0, timestep] for tr in top]
+    ends = [top[0].hidden[0, -1]]  # forward: the last step
+    if len(top) > 1:
+        ends.append(top[1].hidden[0, 0])  # backward: it ends at step 0
+    return ends
+
+
+def _summarize(trace: DirectionTrace, names: list[str], options: StateOptions, cell: str,
+               projection: StateProjection | None) -> LayerStateResult:
+    gate_names = list(GATE_NAMES[cell])
+    h = trace.hidden[0]  # [T,D]
+    gates = trace.gates[0]  # [G,T,D]
+    r = LayerStateResult(trace.layer, DIRECTION_NAMES[trace.direction], cell, gate_names)
+    if options.include_hidden:
+        r.hidden = h
+        r.gates = gates if gate_names else None  # plain RNNs have no gates
+    if options.include_cell and trace.cell_state is not None:
+        r.cell_state = trace.cell_state[0]
+    if "state_norm" in names:
+        r.state_norm = np.sqrt(np.einsum("td,td->t", h, h))
+    if "delta_norm" in names or "top_units" in names:
+        delta = _deltas(h, trace.direction)
+        if "delta_norm" in names:
+            r.delta_norm = np.sqrt(np.einsum("td,td->t", delta, delta))
+        if "top_units" in names:
+            r.top_units = _top_units(np.abs(delta), min(options.top_k, h.shape[1]))
+    if "gate_mean" in names:
+        r.gate_mean = gates.mean(axis=2)
+    if "saturation" in names:
+        r.saturation = saturation_of(gates, gate_names, cell)
+        per_gate = r.saturation.mean(axis=1, dtype=np.float64).tolist()  # [G][left, right]
+        r.saturation_summary = [GateSaturationResult(g, lr[0], lr[1]) for g, lr in zip(gate_names, per_gate, strict=True)]
+    if "timescale" in names:
+        r.timescale = timescale_of(gates[gate_names.index(_RETENTION_GATE[cell])])
+    if "active_count" in names:
+        r.active_count = np.count_nonzero(np.abs(np.tanh(h)) >= ACTIVE_THRESHOLD, axis=1).astype(np.int64)
+    if projection is not None:
+        key = (trace.layer, trace.direction)
+        r.projection = _mm(h - projection.mean[key], projection.components[key].T)
+    return r
+
+
+def compute_state(loaded: LoadedVersion, values: np.ndarray, options: StateOptions,
+                  target_class: int | None = None, *, timestep: int | None = None,
+                  max_state_elements: int = DEFAULT_MAX_STATE_ELEMENTS) -> list[LayerStateResult]:
+    """Summaries of every (layer, direction) for one encoded sequence.
+
+    values: int64 [T] token ids or float32 [T,F] features (``inputs.encode``).
+    target_class: the output index for ``unit_contribution`` (class for classification and
+    tagging, horizon step for forecasting/regression); None = the predicted class (argmax),
+    or horizon step 0. timestep: tagging only, the step whose output is explained (default T-1).
+    Pass ``Settings.max_state_elements`` as ``max_state_elements``.
+    """
+    if not options.enabled:
+        return []
+    config = loaded.config
+    arch = config.architecture
+    names = resolve_summaries(config, options)
+    steps = int(values.shape[0])
+    if steps < 1:
+        raise InvalidInput("state: the sequence is empty")
+    _check_request(config, steps, options, max_state_elements)
+    n_out = config.num_outputs
+    if target_class is not None and not 0 <= target_class < n_out:
+        raise InvalidInput(f"target class index {target_class} is outside [0, {n_out})")
+    tau = steps - 1 if timestep is None else timestep
+    if not 0 <= tau < steps:
+        raise InvalidInput(f"target timestep {tau} is outside [0, {steps})")
+
+    module = loaded.torch_module
+    traces = recompute(module, values[None], np.array([steps], dtype=np.int64))
+    projection = state_projection(loaded) if "projection" in names else None
+    results = [_summarize(tr, names, options, arch.cell, projection) for layer in traces for tr in layer]
+
+    top = traces[-1]
+    top_results = results[-len(top):]
+    if "prefix_prediction" in names:
+        with torch.no_grad():
+            top_results[0].prefix_prediction = module.apply_head(torch.from_numpy(top[0].hidden[0])).numpy()
+    if "unit_contribution" in names:
+        feats = _head_features(top, arch.head, tau)
+        weight = module.head.weight.detach().numpy()  # [C, D*dirs]
+        if target_class is None:
+            with torch.no_grad():
+                out = module.apply_head(torch.from_numpy(np.concatenate(feats)[None]))[0].numpy()
+            target_class = int(np.argmax(out)) if config.task in ("classification", "tagging") else 0
+        scale = float(module.output_std) if arch.head == "horizon" else 1.0
+        d_size = arch.hidden_size
+        for d, (res, x) in enumerate(zip(top_results, feats, strict=True)):
+            res.unit_contribution = (x * weight[target_class, d * d_size:(d + 1) * d_size] * scale).astype(np.float32)
+    return results
