@@ -35,52 +35,73 @@ def max_length_for(version: LoadedVersion, server_cap: int) -> int:
 
 
 def encode(version: LoadedVersion, item: SequenceInput, *, max_length: int, where: str) -> EncodedSequence:
-    """Check one sequence against the model's input schema; ``where`` names it in errors."""
+    """Check one sequence against the model's input schema; ``where`` names it in errors.
+
+    Cheap checks run first (kind, rank, length), so a hostile input costs at most
+    ``max_length`` timesteps of work before it is refused, never its full size.
+    """
     config = version.config
-    name = f"{version.name}"
+    name = version.name
+    too_long = f"model {name!r} accepts at most max_length={max_length} timesteps"
     if config.is_tokens:
-        assert version.tokenizer is not None
+        tokenizer = version.tokenizer
+        assert tokenizer is not None
         if item.features is not None:
             raise InvalidInput(f"{where}: model {name!r} takes text or token_ids, not features")
         if item.text is not None:
-            tokens = version.tokenizer.encode(item.text)
-            ids = np.array([t.id for t in tokens], dtype=np.int64)
-            if ids.size == 0:
+            max_chars = tokenizer.max_chars(max_length)
+            if len(item.text) > max_chars:
+                raise InvalidInput(
+                    f"{where}.text has {len(item.text)} characters; {too_long} "
+                    f"(at most {max_chars} characters with its {tokenizer.spec.tokenizer!r} tokenizer)")
+            tokens = tokenizer.encode(item.text, limit=max_length + 1)
+            if len(tokens) > max_length:
+                raise InvalidInput(f"{where}.text has more than {max_length} tokens; {too_long}")
+            if not tokens:
                 raise InvalidInput(f"{where}.text has no tokens: send at least one word")
+            ids = np.array([t.id for t in tokens], dtype=np.int64)
         elif item.token_ids is not None:
-            ids = np.asarray(item.token_ids, dtype=np.int64).reshape(-1)
+            ids = np.asarray(item.token_ids).reshape(-1)
             if ids.size == 0:
                 raise InvalidInput(f"{where}.token_ids is empty: send at least one id")
+            if ids.size > max_length:
+                raise InvalidInput(f"{where} has {ids.size} timesteps; {too_long}")
+            if not np.issubdtype(ids.dtype, np.integer):
+                raise InvalidInput(f"{where}.token_ids are {ids.dtype}; token ids must be integers")
+            ids = ids.astype(np.int64)
             vocab = version.vocab_size
             bad = np.flatnonzero((ids < 0) | (ids >= vocab))
             if bad.size:
                 raise InvalidInput(
                     f"{where}.token_ids[{bad[0]}] = {ids[bad[0]]} is outside the vocabulary [0, {vocab})")
-            tokens = version.tokenizer.decode_ids(ids.tolist())
+            tokens = tokenizer.decode_ids(ids.tolist())
         else:
             raise InvalidInput(f"{where}: set one of text, token_ids")
-        values = ids
-    else:
-        if item.features is None:
-            raise InvalidInput(f"{where}: model {name!r} takes features (float32 [T, {config.num_features}])")
-        x = item.features
-        nf = config.num_features
-        if x.ndim != 2 or x.shape[1] != nf:
-            raise InvalidInput(f"{where}.features has shape {list(x.shape)}; model {name!r} needs [T, {nf}]")
-        if x.shape[0] == 0:
-            raise InvalidInput(f"{where}.features is empty: send at least one timestep")
-        if not np.isfinite(x).all():
-            t = int(np.argwhere(~np.isfinite(x))[0][0])
-            raise InvalidInput(f"{where}.features has NaN or inf at timestep {t}")
+        return EncodedSequence(ids, tokens)
+    if item.features is None:
+        raise InvalidInput(f"{where}: model {name!r} takes features (float32 [T, {config.num_features}])")
+    x = item.features
+    nf = config.num_features
+    if x.ndim != 2 or x.shape[1] != nf:
+        raise InvalidInput(f"{where}.features has shape {list(x.shape)}; model {name!r} needs [T, {nf}]")
+    if x.shape[0] == 0:
+        raise InvalidInput(f"{where}.features is empty: send at least one timestep")
+    if x.shape[0] > max_length:
+        raise InvalidInput(f"{where} has {x.shape[0]} timesteps; {too_long}")
+    if not np.issubdtype(x.dtype, np.floating) and not np.issubdtype(x.dtype, np.integer):
+        raise InvalidInput(f"{where}.features are {x.dtype}; features must be numbers (float32)")
+    # Cast first: float64 values beyond the float32 range become inf here, and are refused.
+    with np.errstate(over="ignore"):
         values = np.ascontiguousarray(x, dtype=np.float32)
-        tokens = None
-    if values.shape[0] > max_length:
-        raise InvalidInput(
-            f"{where} has {values.shape[0]} timesteps; model {name!r} accepts at most max_length={max_length}")
-    return EncodedSequence(values, tokens)
+    finite = np.isfinite(values)
+    if not finite.all():
+        t, f = (int(v) for v in np.argwhere(~finite)[0])
+        raise InvalidInput(f"{where}.features has NaN or inf at timestep {t} (feature {f} is {x[t, f]}); "
+                           "values must be finite float32")
+    return EncodedSequence(values, None)
 
 
-def pad_batch(seqs: list[np.ndarray], pad_value: float | int = 0) -> tuple[np.ndarray, np.ndarray]:
+def pad_batch(seqs: list[np.ndarray], pad_value: float = 0) -> tuple[np.ndarray, np.ndarray]:
     """[T_i] or [T_i,F] arrays -> padded [B,T_max(,F)] and lengths [B] int64."""
     lengths = np.array([s.shape[0] for s in seqs], dtype=np.int64)
     t_max = int(lengths.max())

@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from pathlib import Path
 
 from .errors import InvalidInput, ModelNotFound
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+log = logging.getLogger(__name__)
+
+# Matched with fullmatch: ``$`` would also accept a trailing newline.
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+
+
+def _valid(value: str) -> bool:
+    return _NAME.fullmatch(value) is not None and ".." not in value
 
 
 def validate_name(kind: str, value: str) -> str:
     """Model and version names: letters, digits, ``_.-``; no separators, no ``..``."""
-    if not _NAME.match(value) or ".." in value:
+    if not _valid(value):
         raise InvalidInput(
             f"{kind} {value[:80]!r} is not a valid name: use 1-128 letters, digits, '_', '.', '-' "
             "starting with a letter or digit")
@@ -38,10 +46,12 @@ class ModelRepository:
         return True
 
     def _dirs(self, parent: Path) -> list[str]:
-        if not parent.is_dir():
+        try:
+            entries = list(parent.iterdir()) if parent.is_dir() else []
+        except OSError as exc:  # unreadable folder: skip it, keep serving the rest
+            log.warning("cannot list repository folder", extra={"path": str(parent), "error": str(exc)})
             return []
-        return sorted(p.name for p in parent.iterdir()
-                      if p.is_dir() and _NAME.match(p.name) and ".." not in p.name and self._inside(p))
+        return sorted(p.name for p in entries if _valid(p.name) and p.is_dir() and self._inside(p))
 
     def scan(self) -> dict[str, list[str]]:
         """model -> versions (sorted oldest first). Symlinks out of the root are skipped."""

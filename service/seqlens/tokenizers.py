@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 
 from .schema import TokenInput
 
 # Words (letters, digits, apostrophes inside words) or single punctuation marks.
 _WORD = re.compile(r"\w+(?:'\w+)*|[^\w\s]", re.UNICODE)
+# Characters per word token (with its whitespace) a text may average before it is refused
+# unread: bounds tokenization cost by the model's max_length, whatever the text.
+WORD_CHARS_PER_TOKEN = 64
 
 
 @dataclass(frozen=True)
@@ -50,18 +55,29 @@ class Tokenizer:
         self.spec = spec
         self.vocab = vocab
 
-    def split(self, text: str) -> list[tuple[str, int, int]]:
-        """Surface pieces with their [start, end) character offsets in ``text``."""
+    def iter_split(self, text: str) -> Iterator[tuple[str, int, int]]:
+        """Surface pieces with their [start, end) character offsets in ``text``, lazily."""
         if self.spec.tokenizer == "char":
-            return [(ch, i, i + 1) for i, ch in enumerate(text)]
-        return [(m.group(0), m.start(), m.end()) for m in _WORD.finditer(text)]
+            return ((ch, i, i + 1) for i, ch in enumerate(text))
+        return ((m.group(0), m.start(), m.end()) for m in _WORD.finditer(text))
+
+    def split(self, text: str) -> list[tuple[str, int, int]]:
+        return list(self.iter_split(text))
 
     def normalize(self, piece: str) -> str:
         return piece.lower() if self.spec.lowercase else piece
 
-    def encode(self, text: str) -> list[TokenSpan]:
+    def encode(self, text: str, limit: int | None = None) -> list[TokenSpan]:
+        """Tokens of ``text``; with ``limit``, at most that many (the rest is never scanned),
+        so callers checking a length limit pay for ``limit`` tokens, not for the whole text."""
         unk = self.spec.unk_id
-        return [TokenSpan(p, self.vocab.id(self.normalize(p), unk), s, e) for p, s, e in self.split(text)]
+        pieces = self.iter_split(text) if limit is None else islice(self.iter_split(text), limit)
+        return [TokenSpan(p, self.vocab.id(self.normalize(p), unk), s, e) for p, s, e in pieces]
+
+    def max_chars(self, max_tokens: int) -> int:
+        """Longest text worth tokenizing for ``max_tokens`` tokens: every character is a token
+        for ``char``; words get ``WORD_CHARS_PER_TOKEN`` characters each (spaces included)."""
+        return max_tokens if self.spec.tokenizer == "char" else max_tokens * WORD_CHARS_PER_TOKEN
 
     def decode_ids(self, ids: list[int]) -> list[TokenSpan]:
         """Spans for caller-given ids (offsets into the space-joined tokens)."""

@@ -13,13 +13,16 @@ from .errors import ModelConfigError
 from .families import SequenceModel
 from .runtimes.onnx import OnnxRuntime
 from .runtimes.torch import WEIGHTS_FILE, load_torch_module
-from .schema import ModelConfig, TokenInput, load_config
+from .schema import ModelConfig, TokenInput, parse_config
 from .tokenizers import Tokenizer, Vocabulary
 
 CONFIG_FILE = "model.yaml"
 ONNX_FILE = "model.onnx"
 REFERENCE_FILE = "reference.safetensors"  # optional: typical inputs, for state projections
 PARITY_TOLERANCE = 1e-4
+# Text files are parsed whole; caps keep a hostile repository from costing unbounded memory.
+MAX_CONFIG_BYTES = 1 << 20
+MAX_VOCAB_BYTES = 64 << 20
 
 
 @dataclass
@@ -79,27 +82,52 @@ def parity_diff(module: SequenceModel, onnx_rt: OnnxRuntime, config: ModelConfig
     return worst
 
 
+def version_file(folder: Path, file_name: str, *, max_bytes: int | None = None) -> Path:
+    """``folder/file_name`` checked: a regular file, inside ``folder`` after resolving links
+    (a symlink out of the version folder is refused, never followed), at most ``max_bytes``."""
+    path = folder / file_name
+    if not path.is_file():
+        raise ModelConfigError(f"missing {file_name} in {folder.parent.name}/{folder.name}")
+    try:
+        path.resolve(strict=True).relative_to(folder.resolve(strict=True))
+    except (ValueError, OSError):
+        raise ModelConfigError(
+            f"{file_name} is a link to a file outside the version folder; copy the file into it") from None
+    if max_bytes is not None and path.stat().st_size > max_bytes:
+        raise ModelConfigError(f"{file_name} has {path.stat().st_size} bytes; at most {max_bytes} are read")
+    return path
+
+
 def load_version(path: Path, name: str, version: str, *, onnx_threads: int = 1,
                  tolerance: float = PARITY_TOLERANCE) -> LoadedVersion:
-    """Load and parity-check one version folder; raises ModelConfigError with the reason."""
+    """Load and parity-check one version folder; raises ModelConfigError with the reason.
+
+    Nothing in the folder is executed: the config is data (``yaml.safe_load``), weights come
+    from safetensors, the ONNX graph must be self-contained, and every file must lie inside
+    the folder.
+    """
     start = time.perf_counter()
-    for required in (CONFIG_FILE, ONNX_FILE, WEIGHTS_FILE):
-        if not (path / required).is_file():
-            raise ModelConfigError(f"missing {required} in {name}/{version}")
-    config = load_config(path / CONFIG_FILE)
+    config_path = version_file(path, CONFIG_FILE, max_bytes=MAX_CONFIG_BYTES)
+    onnx_path = version_file(path, ONNX_FILE)
+    weights_path = version_file(path, WEIGHTS_FILE)
+    try:
+        config = parse_config(config_path.read_text(encoding="utf-8"), source=CONFIG_FILE)
+    except UnicodeDecodeError as exc:
+        raise ModelConfigError(f"{CONFIG_FILE} is not UTF-8 text: {exc.reason}") from None
     tokenizer = None
     if isinstance(config.input, TokenInput):
-        vocab_path = path / config.input.vocabulary
-        if not vocab_path.is_file():
-            raise ModelConfigError(f"missing vocabulary file {config.input.vocabulary}")
-        vocab = Vocabulary.load(vocab_path)
+        vocab_path = version_file(path, config.input.vocabulary, max_bytes=MAX_VOCAB_BYTES)
+        try:
+            vocab = Vocabulary.load(vocab_path)
+        except UnicodeDecodeError as exc:
+            raise ModelConfigError(f"{config.input.vocabulary} is not UTF-8 text: {exc.reason}") from None
         for field_name in ("pad_id", "unk_id"):
             if getattr(config.input, field_name) >= len(vocab):
                 raise ModelConfigError(f"input.{field_name} is outside the {len(vocab)}-token vocabulary")
         tokenizer = Tokenizer(config.input, vocab)
     vocab_size = len(tokenizer.vocab) if tokenizer else 0
-    module = load_torch_module(config, path / WEIGHTS_FILE, vocab_size or None)
-    onnx_rt = OnnxRuntime(path / ONNX_FILE, intra_op_threads=onnx_threads)
+    module = load_torch_module(config, weights_path, vocab_size or None)
+    onnx_rt = OnnxRuntime(onnx_path, intra_op_threads=onnx_threads)
     diff = parity_diff(module, onnx_rt, config, vocab_size)
     if diff > tolerance:
         raise ModelConfigError(
