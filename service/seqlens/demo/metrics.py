@@ -18,6 +18,12 @@ def majority_accuracy(train_labels: list[int], test_labels: list[int]) -> float:
     return accuracy(np.full(len(test_labels), top), np.asarray(test_labels))
 
 
+def best_constant_accuracy(test_labels: list[int]) -> float:
+    """The best any constant answer can do on the test set (an oracle: it peeks at the test
+    labels); a stronger bar than the training majority when training classes are balanced."""
+    return max(Counter(test_labels).values()) / len(test_labels)
+
+
 def spans(tags: list[str]) -> set[tuple[int, int, str]]:
     """Entity spans (start, end, type) from BIO tags; an ``I-x`` without a ``B-x`` opens a span
     (the lenient conlleval reading)."""

@@ -96,12 +96,13 @@ def forward(module: SequenceModel, batch: Examples, embed_dropout: float = 0.0) 
     return module.forward_from_embedding(emb, batch.lengths)
 
 
-def task_loss(module: SequenceModel, out: Tensor, targets: Tensor) -> Tensor:
+def task_loss(module: SequenceModel, out: Tensor, targets: Tensor, weight: Tensor | None = None) -> Tensor:
     task = module.config.task
     if task == "classification":
-        return F.cross_entropy(out, targets)
+        return F.cross_entropy(out, targets, weight=weight)
     if task == "tagging":
-        return F.cross_entropy(out.reshape(-1, out.shape[-1]), targets.reshape(-1), ignore_index=IGNORE)
+        return F.cross_entropy(out.reshape(-1, out.shape[-1]), targets.reshape(-1), weight=weight,
+                               ignore_index=IGNORE)
     # Horizon outputs are de-normalized inside the model; compare on the normalized scale.
     scale = module.output_std
     return F.mse_loss((out - module.output_mean) / scale, (targets - module.output_mean) / scale)
@@ -128,6 +129,7 @@ class Schedule:
     clip: float = 1.0
     embed_dropout: float = 0.0
     augment: Callable[[Examples, np.random.Generator], Examples] | None = None
+    label_weights: list[float] | None = None  # per-class loss weights (rare entity tags)
 
 
 def fit(module: SequenceModel, train: Examples, schedule: Schedule, rng: np.random.Generator, *,
@@ -137,6 +139,7 @@ def fit(module: SequenceModel, train: Examples, schedule: Schedule, rng: np.rand
     weights of the best epoch are kept, so the epoch count is an upper bound, not a guess."""
     opt = torch.optim.Adam(module.parameters(), lr=schedule.lr, weight_decay=schedule.weight_decay)
     lengths = train.lengths.numpy()
+    weight = torch.tensor(schedule.label_weights) if schedule.label_weights else None
     best_score, best_state = -float("inf"), None
     for epoch in range(1, schedule.epochs + 1):
         start = time.perf_counter()
@@ -146,7 +149,7 @@ def fit(module: SequenceModel, train: Examples, schedule: Schedule, rng: np.rand
             batch = train.take(idx)
             if schedule.augment is not None:
                 batch = schedule.augment(batch, rng)
-            loss = task_loss(module, forward(module, batch, schedule.embed_dropout), batch.targets)
+            loss = task_loss(module, forward(module, batch, schedule.embed_dropout), batch.targets, weight)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(module.parameters(), schedule.clip)
