@@ -85,6 +85,8 @@ def export_model(module: SequenceModel, directory: str | Path, *, vocabulary: li
         if isinstance(config.input, TokenInput) and vocabulary is not None:
             Vocabulary(vocabulary).save(tmp / config.input.vocabulary)
         load_version(tmp, target.parent.name, target.name)  # parity check before publishing
+        for f in tmp.iterdir():
+            f.chmod(0o644)  # servers often run as another user than the exporter
         if target.exists():
             shutil.rmtree(target)
         tmp.rename(target)

@@ -17,7 +17,9 @@ WEIGHTS_FILE = "weights.safetensors"
 
 def save_weights(module: SequenceModel, path: Path) -> None:
     tensors = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
-    save_file(tensors, str(path), metadata={"format": "pt", "family": "seqlens"})
+    # One metadata key: safetensors' header order of several keys varies between runs, and
+    # byte-identical rebuilds are worth having.
+    save_file(tensors, str(path), metadata={"format": "pt"})
 
 
 # torch dtype -> the name safetensors headers use
