@@ -35,13 +35,23 @@ class Settings(BaseSettings):
     max_batch: int = Field(256, ge=1, description="Most sequences in one Predict/ModelInfer request.")
 
     # --- runtimes and batching -----------------------------------------------------
+    # Defaults measured on a 2-core VM (notes in /work/notes/ops.md): ONNX Runtime with 1 intra-op
+    # thread per session and 2 prediction workers beats 1 worker x 2 threads for small RNNs; torch
+    # with 1 thread is as fast as with 2 at explanation sizes and leaves a core to predictions.
     onnx_threads: int = Field(1, ge=1, description="ONNX Runtime intra-op threads per session.")
-    torch_threads: int = Field(1, ge=1, description="torch intra-op threads for gradient work.")
-    predict_workers: int = Field(2, ge=1, description="Threads running ONNX Runtime batches.")
+    torch_threads: int = Field(1, ge=1, description="torch intra-op threads (process-wide) for gradient work.")
+    predict_workers: int = Field(2, ge=1, description="Threads running ONNX Runtime batches (batches at once).")
     explain_workers: int = Field(1, ge=1, description="Threads running gradient work (explanations).")
-    batch_max_size: int = Field(64, ge=1, description="Dynamic batcher: most sequences per ONNX run.")
-    batch_max_delay_ms: float = Field(2.0, ge=0, description="Dynamic batcher: longest wait to fill a batch.")
-    batch_max_queue: int = Field(1024, ge=1, description="Dynamic batcher: queued sequences before shedding load.")
+    batch_max_size: int = Field(64, ge=1, description="Dynamic batcher: most sequences per collected batch.")
+    batch_max_delay_ms: float = Field(
+        0.0, ge=0, description="Dynamic batcher: longest a sequence waits for a fuller batch while a worker is "
+                               "free (batches also form while workers are busy, so 0 loses no throughput).")
+    batch_max_queue: int = Field(
+        1024, ge=1, description="Dynamic batcher: queued sequences per version before requests get "
+                                "RESOURCE_EXHAUSTED.")
+    batch_bucket_overhead_steps: int = Field(
+        32, ge=0, description="Dynamic batcher: padded timesteps one extra ONNX Runtime call is worth; a "
+                              "collected batch is split by length where padding would cost more (0 = never).")
     explain_max_queue: int = Field(64, ge=1, description="Explanations waiting for a worker before shedding load.")
 
     # --- explanations --------------------------------------------------------------
@@ -54,5 +64,8 @@ class Settings(BaseSettings):
 
     # --- lifecycle -----------------------------------------------------------------
     drain_grace_s: float = Field(20.0, ge=0, description="On SIGTERM: seconds in-flight calls may take to finish.")
+    drain_quiet_s: float = Field(
+        0.2, ge=0, description="On SIGTERM, after in-flight calls finished: stop only once no call has arrived "
+                               "for this long (calls in transit get UNAVAILABLE, not cut); within drain_grace_s.")
     log_level: str = Field("INFO", description="Python logging level.")
     log_json: bool = Field(True, description="Structured JSON logs (one object a line).")

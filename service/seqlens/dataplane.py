@@ -6,19 +6,25 @@ The asyncio loop never runs model code: ONNX Runtime batches run in the predicti
 
 from __future__ import annotations
 
+import asyncio
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from .batching import DynamicBatcher
+from .batching import BatchPolicy, DynamicBatcher, Forward
 from .config import Settings
 from .errors import InvalidInput, ModelUnavailable
-from .inputs import SequenceInput, encode, max_length_for
+from .explain import ExplainRequest, ExplainResult, ExplainRunner
+from .explainers.gradients import gradient_executor
+from .inputs import EncodedSequence, SequenceInput, encode, max_length_for
 from .metrics import Metrics
 from .registry import ModelRegistry, VersionRecord, VersionState
 from .results import ModelDescription, ModelSummary, PredictResult, make_prediction
 from .versions import LoadedVersion
+
+_BATCHER = "seqlens.batcher"  # key of a version's DynamicBatcher in LoadedVersion.extras
+_INLINE_ENCODE_ELEMENTS = 2048  # characters/timesteps per request encoded on the loop (~5 ms at most)
 
 
 class DataPlane:
@@ -26,19 +32,35 @@ class DataPlane:
         self.registry = registry
         self.settings = settings
         self.metrics = metrics
+        # Two pools so that gradient work never starves predictions: ONNX Runtime batches run
+        # in predict_pool (one dynamic batcher per version feeds it), torch work in explain_pool.
         self.predict_pool = ThreadPoolExecutor(settings.predict_workers, thread_name_prefix="seqlens-onnx")
-        self._batchers: dict[int, DynamicBatcher] = {}
+        # Large requests are validated and tokenized here, so that the event loop never stalls on them.
+        self.encode_pool = ThreadPoolExecutor(1, thread_name_prefix="seqlens-encode")
+        self.explain_pool = gradient_executor(settings.explain_workers)  # flush-to-zero threads
+        self.explainer = ExplainRunner(settings, metrics, self.explain_pool)
+        self.batch_policy = BatchPolicy(
+            max_batch=settings.batch_max_size, max_delay_s=settings.batch_max_delay_ms / 1000.0,
+            max_queue=settings.batch_max_queue, max_concurrent=settings.predict_workers,
+            bucket_overhead_steps=settings.batch_bucket_overhead_steps)
         self.draining = False
 
     # --- lifecycle -------------------------------------------------------------------
     def on_version_change(self, rec: VersionRecord) -> None:
-        """Registry listener: keep the ready gauge current and drop batchers of old loads."""
+        """Registry listener (runs in the loading thread): keep the model gauges current.
+
+        A version's batcher lives in its ``LoadedVersion.extras`` and holds no task, so an
+        unloaded or replaced version takes its batcher with it once its last batch is done.
+        """
+        if rec.state == VersionState.UNLOADED:
+            try:
+                self.metrics.model_ready.remove(rec.name, rec.version)  # keep label values bounded
+            except KeyError:
+                pass
+            return
         self.metrics.model_ready.labels(rec.name, rec.version).set(1 if rec.state == VersionState.READY else 0)
         if rec.state == VersionState.READY and rec.loaded is not None:
-            self.metrics.model_load_seconds.labels(rec.name).observe(rec.loaded.load_seconds)
-        live = {id(r.loaded) for r in self.registry.records() if r.loaded is not None}
-        for key in [k for k in self._batchers if k not in live]:
-            self._batchers.pop(key, None)
+            self.metrics.model_load_seconds.labels(rec.name).set(rec.loaded.load_seconds)
 
     def check_serving(self) -> None:
         if self.draining:
@@ -47,29 +69,58 @@ class DataPlane:
     def ready(self) -> bool:
         return not self.draining and self.registry.all_ready()
 
+    def batchers(self) -> list[DynamicBatcher]:
+        """The batchers of the versions loaded now."""
+        found = (rec.loaded.extras.get(_BATCHER) for rec in self.registry.records() if rec.loaded is not None)
+        return [b for b in found if isinstance(b, DynamicBatcher)]
+
     async def close(self) -> None:
-        for batcher in list(self._batchers.values()):
-            await batcher.close()
+        """After the gRPC server stopped: fail anything still queued and stop the pools."""
+        for batcher in self.batchers():
+            batcher.close()
         self.predict_pool.shutdown(wait=False, cancel_futures=True)
+        self.encode_pool.shutdown(wait=False, cancel_futures=True)
+        self.explain_pool.shutdown(wait=False, cancel_futures=True)
 
     def batcher(self, loaded: LoadedVersion) -> DynamicBatcher:
-        key = id(loaded)
-        batcher = self._batchers.get(key)
-        if batcher is None:
-            s = self.settings
-            name = loaded.name
+        """The version's dynamic batcher, made on first use (on the event loop)."""
+        batcher = loaded.extras.get(_BATCHER)
+        if isinstance(batcher, DynamicBatcher):
+            return batcher
+        name = loaded.name
+        batch_size = self.metrics.batch_size.labels(name)
+        queue_stage = self.metrics.stage_duration.labels(name, "queue")
+        onnx_stage = self.metrics.stage_duration.labels(name, "onnx")
 
-            def observe(size: int, queued: float, ran: float) -> None:
-                self.metrics.batch_size.labels(name).observe(size)
-                self.metrics.stage_duration.labels(name, "queue").observe(queued)
-                self.metrics.stage_duration.labels(name, "onnx").observe(ran)
+        def observe(size: int, waits: list[float], ran: float) -> None:
+            batch_size.observe(size)
+            onnx_stage.observe(ran)
+            for wait in waits:
+                queue_stage.observe(wait)
 
-            batcher = DynamicBatcher(
-                loaded.onnx, self.predict_pool, per_step=loaded.config.architecture.head == "per_step",
-                max_batch=s.batch_max_size, max_delay_s=s.batch_max_delay_ms / 1000.0,
-                max_queue=s.batch_max_queue, max_concurrent=s.predict_workers, observer=observe)
-            self._batchers[key] = batcher
+        batcher = DynamicBatcher(name, loaded.onnx.run, self.predict_pool,
+                                 per_step=loaded.config.architecture.head == "per_step",
+                                 policy=self.batch_policy, observer=observe)
+        loaded.extras[_BATCHER] = batcher
         return batcher
+
+    def onnx_forward(self, loaded: LoadedVersion) -> Forward:
+        """``OnnxRuntime.run`` for worker threads (perturbation explainers), through the version's
+        batcher: all ONNX Runtime work shares the prediction workers and never oversubscribes
+        the cores. Make it on the event loop; call it from any other thread.
+
+        inputs [N,T] or [N,T,F], lengths [N] -> outputs [N,C], [N,T,C] (zero past each length) or [N,H].
+        The sequences were admitted with their explanation, so the queue limit does not refuse them.
+        """
+        loop = asyncio.get_running_loop()
+        batcher = self.batcher(loaded)
+
+        def forward(inputs: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+            seqs = [inputs[i, : int(n)] for i, n in enumerate(lengths)]
+            outs = asyncio.run_coroutine_threadsafe(batcher.run(seqs, shed=False), loop).result()
+            return _stack_outputs(outs, int(inputs.shape[1]))
+
+        return forward
 
     # --- models ----------------------------------------------------------------------
     def list_models(self) -> list[ModelSummary]:
@@ -113,6 +164,21 @@ class DataPlane:
             max_steps=self.settings.max_steps)
 
     # --- predictions -----------------------------------------------------------------
+    async def _encode(self, loaded: LoadedVersion, items: list[SequenceInput]) -> list[EncodedSequence]:
+        """Validate and tokenize; large requests off the event loop (tokenizing 32 texts of 1,000
+        words takes ~0.4 s of Python), small ones inline (a thread hop would cost more)."""
+        max_len = max_length_for(loaded, self.settings.max_length)
+
+        def work() -> list[EncodedSequence]:
+            t0 = time.perf_counter()
+            out = [encode(loaded, item, max_length=max_len, where=f"inputs[{i}]") for i, item in enumerate(items)]
+            self.metrics.stage_duration.labels(loaded.name, "tokenize").observe(time.perf_counter() - t0)
+            return out
+
+        if sum(_input_size(item) for item in items) <= _INLINE_ENCODE_ELEMENTS:
+            return work()
+        return await asyncio.get_running_loop().run_in_executor(self.encode_pool, work)
+
     async def predict(self, name: str, version: str, inputs: list[SequenceInput]) -> PredictResult:
         self.check_serving()
         loaded = self.registry.get(name, version)
@@ -120,11 +186,10 @@ class DataPlane:
             raise InvalidInput("inputs is empty: send at least one sequence")
         if len(inputs) > self.settings.max_batch:
             raise InvalidInput(f"inputs has {len(inputs)} sequences; at most max_batch={self.settings.max_batch}")
-        t0 = time.perf_counter()
-        max_len = max_length_for(loaded, self.settings.max_length)
-        encoded = [encode(loaded, item, max_length=max_len, where=f"inputs[{i}]") for i, item in enumerate(inputs)]
-        self.metrics.stage_duration.labels(name, "tokenize").observe(time.perf_counter() - t0)
-        outputs = await self.batcher(loaded).run([e.values for e in encoded])
+        batcher = self.batcher(loaded)
+        batcher.admit(len(inputs))  # a full queue refuses before any tokenizing
+        encoded = await self._encode(loaded, inputs)
+        outputs = await batcher.run([e.values for e in encoded])
         preds = [make_prediction(loaded.config, out, enc.tokens) for out, enc in zip(outputs, encoded)]
         for p, enc in zip(preds, encoded):
             p.length = enc.length
@@ -152,18 +217,36 @@ class DataPlane:
         lengths = lengths.reshape(-1).astype(np.int64)
         if lengths.shape[0] != b or (lengths < 1).any() or (lengths > t).any():
             raise InvalidInput(f"input 'lengths' must be [{b}] integers in [1, {t}]")
-        max_len = max_length_for(loaded, self.settings.max_length)
-        seqs = []
-        for i in range(b):
-            n = int(lengths[i])
-            row = inputs[i, :n]
-            item = SequenceInput(token_ids=row) if config.is_tokens else SequenceInput(features=row)
-            seqs.append(encode(loaded, item, max_length=max_len, where=f"inputs[{i}]").values)
-        outs = await self.batcher(loaded).run(seqs)
-        first = outs[0]
-        if config.architecture.head == "per_step":
-            padded = np.zeros((b, t, first.shape[-1]), dtype=np.float32)
-            for i, o in enumerate(outs):
-                padded[i, : o.shape[0]] = o
-            return loaded, padded
-        return loaded, np.stack(outs).astype(np.float32)
+        batcher = self.batcher(loaded)
+        batcher.admit(b)  # a full queue refuses before any validation work
+        rows = [inputs[i, : int(n)] for i, n in enumerate(lengths)]
+        items = [SequenceInput(token_ids=r) if config.is_tokens else SequenceInput(features=r) for r in rows]
+        outs = await batcher.run([e.values for e in await self._encode(loaded, items)])
+        return loaded, _stack_outputs(outs, t)
+
+
+    # --- explanations ----------------------------------------------------------------
+    async def explain(self, request: ExplainRequest, deadline: float | None = None) -> ExplainResult:
+        """One explanation on the gradient pool; ``deadline`` is a time.monotonic() instant."""
+        self.check_serving()
+        loaded = self.registry.get(request.model_name, request.model_version)
+        return await self.explainer.run(loaded, request, deadline)
+
+
+def _input_size(item: SequenceInput) -> int:
+    """Characters or timesteps: roughly what encoding one input costs."""
+    if item.text is not None:
+        return len(item.text)
+    if item.token_ids is not None:
+        return int(np.size(item.token_ids))
+    return int(item.features.shape[0]) if item.features is not None else 0
+
+
+def _stack_outputs(outs: list[np.ndarray], t: int) -> np.ndarray:
+    """Per-sequence outputs -> one padded batch: [B,C] / [B,H], or [B,t,C] zero past each length."""
+    if outs[0].ndim == 2:  # per-step [T_i,C]
+        padded = np.zeros((len(outs), t, outs[0].shape[-1]), dtype=np.float32)
+        for i, o in enumerate(outs):
+            padded[i, : o.shape[0]] = o
+        return padded
+    return np.stack(outs).astype(np.float32, copy=False)

@@ -3,16 +3,23 @@
 from __future__ import annotations
 
 import math
+from typing import TypeVar
 
 import numpy as np
 
 from seqlens_client._proto.inference import grpc_service_pb2 as oip
-from seqlens_client._proto.seqlens.v1 import models_pb2, predict_pb2, types_pb2
+from seqlens_client._proto.seqlens.v1 import explain_pb2, models_pb2, predict_pb2, state_pb2, types_pb2
 
 from ..errors import InvalidInput
+from ..explain import ExplainRequest, ExplainResult
+from ..explainers.baselines import BaselineKind
+from ..explainers.options import AblationMode, MethodOptions, Quadrature
+from ..explainers.result import Attribution
+from ..explainers.targets import OutputSpace, TargetSpec
 from ..inputs import SequenceInput
 from ..registry import VersionState
 from ..results import ModelDescription, ModelSummary, Prediction, PredictResult
+from ..summaries import DEFAULT_TOP_K, LayerStateResult, StateOptions
 from ..tokenizers import TokenSpan
 
 _DTYPES = {types_pb2.DATA_TYPE_UNSPECIFIED: np.float32, types_pb2.FLOAT32: np.float32, types_pb2.INT64: np.int64}
@@ -163,3 +170,123 @@ def oip_infer_response(req: oip.ModelInferRequest, version: str, outputs: np.nda
         model_name=req.model_name, model_version=version, id=req.id,
         outputs=[oip.ModelInferResponse.InferOutputTensor(name="outputs", datatype="FP32", shape=list(out.shape))],
         raw_output_contents=[out.tobytes()])
+
+
+# --- state summaries ----------------------------------------------------------------
+_STATE_TENSORS = ("hidden", "cell_state", "gates", "state_norm", "delta_norm", "gate_mean", "saturation",
+                  "timescale", "top_units", "prefix_prediction", "unit_contribution", "active_count",
+                  "projection")
+
+
+def state_options(msg: state_pb2.StateOptions) -> StateOptions:
+    """ExplainRequest.state -> StateOptions (names are checked by summaries.compute_state)."""
+    return StateOptions(enabled=msg.enabled, summaries=tuple(msg.summaries), top_k=msg.top_k or DEFAULT_TOP_K,
+                        include_hidden=msg.include_hidden, include_cell=msg.include_cell)
+
+
+def layer_state_to_proto(r: LayerStateResult) -> state_pb2.LayerState:
+    """One (layer, direction) of ExplainResponse.state; summaries not computed stay unset."""
+    msg = state_pb2.LayerState(
+        layer=r.layer, direction=r.direction, cell=r.cell, gate_names=r.gate_names,
+        saturation_summary=[state_pb2.GateSaturation(gate=s.gate, left_fraction=s.left_fraction,
+                                                     right_fraction=s.right_fraction)
+                            for s in r.saturation_summary])
+    for name in _STATE_TENSORS:
+        arr = getattr(r, name)
+        if arr is not None:
+            getattr(msg, name).CopyFrom(numpy_to_tensor(arr))
+    return msg
+
+
+# --- explanations -------------------------------------------------------------------
+_QUADRATURES: dict[int, Quadrature] = {
+    explain_pb2.GAUSS_LEGENDRE: "gausslegendre", explain_pb2.RIEMANN_LEFT: "riemann_left",
+    explain_pb2.RIEMANN_RIGHT: "riemann_right", explain_pb2.RIEMANN_MIDDLE: "riemann_middle",
+    explain_pb2.RIEMANN_TRAPEZOID: "riemann_trapezoid"}
+_ABLATIONS: dict[int, AblationMode] = {explain_pb2.PER_TIMESTEP: "per_timestep",
+                                       explain_pb2.PER_FEATURE: "per_feature"}
+_BASELINES: dict[int, BaselineKind] = {
+    explain_pb2.BASELINE_DEFAULT: "default", explain_pb2.PAD: "pad", explain_pb2.ZEROS: "zeros",
+    explain_pb2.TRAINING_MEAN: "training_mean", explain_pb2.CUSTOM: "custom"}
+_SPACES: dict[int, OutputSpace] = {explain_pb2.LOGIT: "logit", explain_pb2.PROBABILITY: "probability"}
+_SPACE_TO_PROTO = {v: k for k, v in _SPACES.items()}
+_E = TypeVar("_E")
+
+
+def _enum(table: dict[int, _E], value: int, where: str) -> _E:
+    if value not in table:
+        raise InvalidInput(f"{where} has unknown value {value}")
+    return table[value]
+
+
+def method_options(msg: explain_pb2.AttributionMethod, where: str) -> MethodOptions:
+    return MethodOptions(
+        name=msg.name, n_steps=msg.n_steps,
+        quadrature=_enum(_QUADRATURES, msg.quadrature, f"{where}.quadrature"),
+        adaptive=msg.adaptive, tolerance=msg.tolerance, max_steps=msg.max_steps, n_samples=msg.n_samples,
+        noise_stdev=msg.noise_stdev, seed=msg.seed, window=msg.window, stride=msg.stride,
+        ablation=_enum(_ABLATIONS, msg.ablation, f"{where}.ablation"),
+        abs_saliency=msg.abs_saliency if msg.HasField("abs_saliency") else None)
+
+
+def target_spec(msg: explain_pb2.Target) -> TargetSpec:
+    ref = msg.WhichOneof("class_ref")
+    return TargetSpec(
+        class_index=msg.class_index if ref == "class_index" else None,
+        label=msg.label if ref == "label" else None,
+        timestep=msg.timestep if msg.HasField("timestep") else None,
+        horizon_step=msg.horizon_step if msg.HasField("horizon_step") else None,
+        output_space=_enum(_SPACES, msg.output_space, "target.output_space"))
+
+
+def explain_request(msg: explain_pb2.ExplainRequest) -> ExplainRequest:
+    kind = _enum(_BASELINES, msg.baseline.kind, "baseline.kind")
+    custom = None
+    if msg.baseline.HasField("custom"):
+        custom = sequence_input(msg.baseline.custom, "baseline.custom")
+    return ExplainRequest(
+        model_name=msg.model_name, model_version=msg.model_version, request_id=msg.request_id,
+        input=sequence_input(msg.input, "input"), target=target_spec(msg.target),
+        methods=tuple(method_options(m, f"methods[{i}]") for i, m in enumerate(msg.methods)),
+        baseline_kind=kind, baseline_custom=custom,
+        state=state_options(msg.state) if msg.HasField("state") else None,
+        faithfulness=msg.faithfulness)
+
+
+def attribution_to_proto(a: Attribution) -> explain_pb2.Attribution:
+    msg = explain_pb2.Attribution(
+        method=a.method, scores=numpy_to_tensor(a.scores), convergence_delta=a.convergence_delta,
+        n_steps=a.n_steps, converged=a.converged, target_at_input=a.target_at_input,
+        target_at_baseline=a.target_at_baseline, seconds=a.seconds)
+    if a.feature_scores is not None:
+        msg.feature_scores.CopyFrom(numpy_to_tensor(a.feature_scores))
+    if a.l2_norm is not None:
+        msg.l2_norm.CopyFrom(numpy_to_tensor(a.l2_norm))
+    f = a.faithfulness
+    if f is not None:
+        msg.faithfulness.CopyFrom(explain_pb2.Faithfulness(
+            top_k_percent=f.top_k_percent, comprehensiveness=f.comprehensiveness, sufficiency=f.sufficiency,
+            aopc_comprehensiveness=f.aopc_comprehensiveness, aopc_sufficiency=f.aopc_sufficiency,
+            random_comprehensiveness=f.random_comprehensiveness, random_sufficiency=f.random_sufficiency,
+            random_aopc_comprehensiveness=f.random_aopc_comprehensiveness,
+            random_aopc_sufficiency=f.random_aopc_sufficiency))
+    return msg
+
+
+def explain_response(r: ExplainResult) -> explain_pb2.ExplainResponse:
+    t = r.target
+    return explain_pb2.ExplainResponse(
+        request_id=r.request_id, model_name=r.model_name, model_version=r.model_version,
+        prediction=prediction_to_proto(r.prediction), tokens=tokens_to_proto(r.tokens),
+        target=explain_pb2.ResolvedTarget(
+            class_index=t.class_index, label=t.label, timestep=t.timestep, horizon_step=t.horizon_step,
+            output_space=_SPACE_TO_PROTO[t.output_space]),
+        attributions=[attribution_to_proto(a) for a in r.attributions],
+        state=[layer_state_to_proto(s) for s in r.state],
+        timings=[explain_pb2.StageTiming(stage=s, seconds=sec) for s, sec in r.timings])
+
+
+def explain_error(request_id: str, code: int, message: str) -> explain_pb2.ExplainResponse:
+    """A StreamExplain item that failed: its request id and the gRPC status code number."""
+    return explain_pb2.ExplainResponse(request_id=request_id,
+                                       error=types_pb2.ItemError(code=code, message=message))

@@ -2,18 +2,27 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
 from typing import Any
 
+import grpc
 import numpy as np
 
 from seqlens_client._proto.inference import grpc_service_pb2 as oip
 from seqlens_client._proto.inference import grpc_service_pb2_grpc as oip_grpc
-from seqlens_client._proto.seqlens.v1 import models_pb2, predict_pb2, service_pb2_grpc
+from seqlens_client._proto.seqlens.v1 import explain_pb2, models_pb2, predict_pb2, service_pb2_grpc
 
 from .. import __version__
 from ..dataplane import DataPlane
-from ..errors import InvalidInput
+from ..errors import InvalidInput, SeqlensError
+from ..explain import ExplainResult
 from . import converters
+from .interceptors import status_for
+
+log = logging.getLogger(__name__)
 
 
 class SequenceExplainerServicer(service_pb2_grpc.SequenceExplainerServicer):
@@ -30,6 +39,67 @@ class SequenceExplainerServicer(service_pb2_grpc.SequenceExplainerServicer):
         inputs = [converters.sequence_input(s, f"inputs[{i}]") for i, s in enumerate(request.inputs)]
         result = await self._dp.predict(request.model_name, request.model_version, inputs)
         return converters.predict_response(result)
+
+    # --- explanations ----------------------------------------------------------------
+    async def Explain(self, request: explain_pb2.ExplainRequest, context: Any) -> explain_pb2.ExplainResponse:
+        result = await self._dp.explain(converters.explain_request(request), _deadline(context))
+        return self._encode(result)
+
+    async def StreamExplain(self, request_iterator: AsyncIterator[explain_pb2.ExplainRequest], context: Any
+                            ) -> AsyncIterator[explain_pb2.ExplainResponse]:
+        """Items run concurrently (at most explain_workers of one stream at a time) and are
+        answered as each finishes; a failed item is answered with ``error`` set."""
+        deadline = _deadline(context)
+        slots = asyncio.Semaphore(self._dp.settings.explain_workers)
+        answers: asyncio.Queue[explain_pb2.ExplainResponse | None] = asyncio.Queue()
+        running: set[asyncio.Task[None]] = set()
+
+        async def one(msg: explain_pb2.ExplainRequest) -> None:
+            try:
+                answer = self._encode(await self._dp.explain(converters.explain_request(msg), deadline))
+            except SeqlensError as exc:
+                answer = converters.explain_error(msg.request_id, status_for(exc).value[0], exc.message)
+            except Exception:  # one item fails, the stream goes on
+                log.exception("StreamExplain item failed", extra={"item_request_id": msg.request_id})
+                answer = converters.explain_error(msg.request_id, grpc.StatusCode.INTERNAL.value[0],
+                                                  "internal error; the server log has the details")
+            finally:
+                slots.release()
+            await answers.put(answer)
+
+        async def read() -> None:
+            try:
+                async for msg in request_iterator:
+                    await slots.acquire()
+                    task = asyncio.create_task(one(msg))
+                    running.add(task)
+                    task.add_done_callback(running.discard)
+                await asyncio.gather(*running)
+            finally:
+                await answers.put(None)
+
+        reader = asyncio.create_task(read())
+        try:
+            while (answer := await answers.get()) is not None:
+                yield answer
+            await reader  # a broken request stream fails the call
+        finally:
+            for task in (reader, *running):
+                task.cancel()
+
+    def _encode(self, result: ExplainResult) -> explain_pb2.ExplainResponse:
+        start = time.perf_counter()
+        msg = converters.explain_response(result)
+        seconds = time.perf_counter() - start
+        msg.timings.add(stage="serialize", seconds=seconds)
+        self._dp.metrics.stage_duration.labels(result.model_name, "serialize").observe(seconds)
+        return msg
+
+
+def _deadline(context: Any) -> float | None:
+    """The call's deadline as a time.monotonic() instant (None: no deadline)."""
+    remaining = context.time_remaining()
+    return None if remaining is None else time.monotonic() + remaining
 
 
 class InferenceServicer(oip_grpc.GRPCInferenceServiceServicer):

@@ -1,0 +1,329 @@
+"""Explain vs Captum, side by side: medians of alternating A/B runs and their ratio.
+
+    .venv/bin/python bench/bench_explain.py [--repeats 7] [--demo auto|none|PATH]
+
+A: Explain over gRPC on loopback, against a ``seqlens serve`` subprocess (default settings:
+   1 torch thread, flush-to-zero gradient workers). B: Captum in this process, with torch's
+   default thread count, same model, input, baseline, target and steps. Rows:
+- IG: Explain integrated_gradients (Gauss-Legendre, 50 steps) vs LayerIntegratedGradients on
+  model.embedding (gausslegendre, 50 steps, return_convergence_delta=True since Explain
+  returns the delta), at T = 32, 128, 512; "max rel diff" compares the per-token scores.
+- occlusion: Explain occlusion (window 1) vs Captum Occlusion (defaults: one perturbation per
+  forward) and vs FeatureAblation with perturbations_per_eval = T (its best setting).
+- adaptive IG (tolerance 0.01) vs Captum LIG at n_steps = 50; "error" is the relative L1
+  distance of the per-token scores to a 512-step Gauss-Legendre reference.
+- peak RSS of IG (50 steps) at T = 4096, in a fresh subprocess each, with the default
+  Settings.gradient_chunk_elements and with chunking off.
+Models: an LSTM 64 -> 128 with random weights (the DESIGN pitfall's size), plus the trained
+demo ``sentiment`` model when the demo repository is already built (``--demo auto``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import grpc
+import numpy as np
+import torch
+from seqlens import load_model
+from seqlens.export import export_model
+from seqlens.families import build_model
+from seqlens.schema import ModelConfig
+from seqlens_client._proto.seqlens.v1 import explain_pb2, models_pb2, service_pb2_grpc, types_pb2
+
+VOCAB = ["<pad>", "<unk>", *[f"w{i}" for i in range(998)]]
+STEPS = 50
+REVIEWS = [
+    ("a thoroughly enjoyable film with a witty script , wonderful performances and a story that never "
+     "loses its nerve , even when the plot takes one turn too many in the last act"),
+    "dull , lifeless and far too long ; the plot never comes together and the jokes land with a thud",
+    "the acting is superb but the story is a tedious mess that wastes a talented cast",
+    "one of the most charming and heartfelt movies of the year",
+    "an ugly , boring and pointless exercise in style over substance",
+]
+
+
+def random_lstm_config() -> ModelConfig:
+    return ModelConfig.model_validate({
+        "task": "classification", "max_length": 4096, "labels": ["neg", "pos"],
+        "input": {"kind": "tokens", "tokenizer": "word"},
+        "architecture": {"input_layer": "embedding", "embedding_dim": 64, "cell": "lstm", "num_layers": 1,
+                         "hidden_size": 128, "bidirectional": False, "head": "last"}})
+
+
+def make_repository(root: Path, demo: Path | None) -> list[str]:
+    export_model(build_model(random_lstm_config(), len(VOCAB), seed=0).eval(), root / "lstm" / "1",
+                 vocabulary=VOCAB)
+    models = ["lstm"]
+    if demo is not None:
+        version = max((demo / "sentiment").iterdir())
+        shutil.copytree(version, root / "sentiment" / version.name)
+        models.append("sentiment")
+    return models
+
+
+def find_demo(choice: str) -> Path | None:
+    if choice == "none":
+        return None
+    if choice != "auto":
+        return Path(choice)
+    from seqlens.demo.cache import COMPLETE_MARKER, build_hash, cache_root
+
+    path = cache_root() / f"demo-{build_hash()}"
+    return path if (path / COMPLETE_MARKER).is_file() else None
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Server:
+    """``seqlens serve`` in a subprocess on a free loopback port."""
+
+    def __init__(self, repository: Path) -> None:
+        self.port = free_port()
+        env = {**os.environ, "SEQLENS_POLL_INTERVAL_S": "0", "SEQLENS_LOG_LEVEL": "WARNING"}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "seqlens.cli", "serve", "--model-repository", str(repository),
+             "--port", str(self.port), "--metrics-port", "-1"], env=env, stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL)
+        self.channel = grpc.insecure_channel(f"127.0.0.1:{self.port}",
+                                             options=[("grpc.max_receive_message_length", 64 << 20)])
+        self.stub = service_pb2_grpc.SequenceExplainerStub(self.channel)
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                self.stub.ListModels(models_pb2.ListModelsRequest(), timeout=2)
+                return
+            except grpc.RpcError:
+                if time.monotonic() > deadline or self.proc.poll() is not None:
+                    raise RuntimeError("seqlens serve did not start") from None
+                time.sleep(0.2)
+
+    def close(self) -> None:
+        self.channel.close()
+        self.proc.terminate()
+        self.proc.wait(30)
+
+
+def timed(fn: Callable[[], object]) -> tuple[float, object]:
+    start = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - start, out
+
+
+def ab(a: Callable[[], object], b: Callable[[], object], repeats: int) -> tuple[float, float, object, object]:
+    """Alternating A/B runs after one warm-up each; medians in seconds and the last outputs."""
+    out_a, out_b = a(), b()
+    ta, tb = [], []
+    for _ in range(repeats):
+        t, out_a = timed(a)
+        ta.append(t)
+        t, out_b = timed(b)
+        tb.append(t)
+    return statistics.median(ta), statistics.median(tb), out_a, out_b
+
+
+def decode(t: types_pb2.Tensor) -> np.ndarray:
+    return np.frombuffer(t.data, dtype="<f4").reshape(list(t.shape))
+
+
+def rel_diff(ours: np.ndarray, ref: np.ndarray) -> float:
+    return float(np.abs(ours - ref).max() / max(np.abs(ref).max(), 1e-30))
+
+
+def rel_l1(a: np.ndarray, ref: np.ndarray) -> float:
+    return float(np.abs(a - ref).sum() / max(np.abs(ref).sum(), 1e-30))
+
+
+class Case:
+    def __init__(self, server: Server, repo: Path, model: str, length: int = 0, seed: int = 0,
+                 text: str = "") -> None:
+        self.server = server
+        self.model = model
+        self.loaded = load_model(repo, model)
+        tokenizer = self.loaded.tokenizer
+        assert tokenizer is not None
+        if text:
+            self.ids = np.array([t.id for t in tokenizer.encode(text)], dtype=np.int64)
+        else:
+            rng = np.random.default_rng(seed)
+            self.ids = rng.integers(2, len(tokenizer.vocab), size=length).astype(np.int64)
+        self.lengths = torch.tensor([len(self.ids)])
+        module = self.loaded.torch_module
+        with torch.no_grad():
+            logits = module(torch.from_numpy(self.ids)[None], self.lengths)[0]
+        self.target = int(logits.argmax())
+        self.forward = lambda ids, lengths: module(ids, lengths)
+
+    def explain(self, *methods: explain_pb2.AttributionMethod) -> explain_pb2.ExplainResponse:
+        return self.server.stub.Explain(explain_pb2.ExplainRequest(
+            model_name=self.model,
+            input=types_pb2.SequenceInput(token_ids=types_pb2.TokenIds(ids=self.ids.tolist())),
+            target=explain_pb2.Target(class_index=self.target), methods=methods), timeout=600)
+
+    def captum_ig(self, steps: int = STEPS) -> np.ndarray:
+        from captum.attr import LayerIntegratedGradients
+
+        lig = LayerIntegratedGradients(self.forward, self.loaded.torch_module.embedding)
+        ids = torch.from_numpy(self.ids)[None]
+        attr, _delta = lig.attribute(ids, torch.zeros_like(ids), target=self.target, n_steps=steps,
+                                     additional_forward_args=(self.lengths,), method="gausslegendre",
+                                     return_convergence_delta=True)
+        return attr[0].sum(dim=-1).detach().numpy()
+
+
+def row(name: str, ours: float, theirs: float, target: str, note: str = "") -> dict[str, str]:
+    return {"case": name, "seqlens ms": f"{ours * 1e3:.1f}", "Captum ms": f"{theirs * 1e3:.1f}",
+            "ratio": f"{ours / theirs:.2f}x", "target": target, "note": note}
+
+
+def ig_row(case: Case, repeats: int) -> dict[str, str]:
+    method = explain_pb2.AttributionMethod(name="integrated_gradients", n_steps=STEPS)
+    ta, tb, resp, ref = ab(lambda: case.explain(method), case.captum_ig, repeats)
+    ours = decode(resp.attributions[0].scores)  # type: ignore[attr-defined]
+    target = "<= 1.0x" if len(case.ids) <= 128 else "<= 0.25x"
+    return row(f"IG {case.model} T={len(case.ids)}", ta, tb, target,
+               f"max rel diff {rel_diff(ours, ref):.1e}")  # type: ignore[arg-type]
+
+
+def occlusion_rows(case: Case, repeats: int, defaults: bool) -> list[dict[str, str]]:
+    from captum.attr import FeatureAblation, Occlusion
+
+    t = len(case.ids)
+    ids = torch.from_numpy(case.ids)[None]
+    kw = {"baselines": 0, "target": case.target, "additional_forward_args": (case.lengths,)}
+    method = explain_pb2.AttributionMethod(name="occlusion", window=1)
+    captum = {
+        "Occlusion()": lambda: Occlusion(case.forward).attribute(ids, sliding_window_shapes=(1,), **kw),
+        "FeatureAblation(ppe=T)": lambda: FeatureAblation(case.forward).attribute(
+            ids, perturbations_per_eval=t, **kw),
+    }
+    targets = {"Occlusion()": "<= 0.2x", "FeatureAblation(ppe=T)": "<= 0.5x"}
+    out = []
+    for name, run in captum.items():
+        if name == "Occlusion()" and not defaults:
+            continue
+        ta, tb, resp, ref = ab(lambda: case.explain(method), run, repeats)
+        ours = decode(resp.attributions[0].scores)  # type: ignore[attr-defined]
+        out.append(row(f"occlusion {case.model} T={t} vs {name}", ta, tb, targets[name],
+                       f"max rel diff {rel_diff(ours, ref[0].numpy()):.1e}"))  # type: ignore[index]
+    return out
+
+
+def adaptive_row(cases: list[Case], repeats: int) -> dict[str, str]:
+    """Adaptive IG vs Captum n=50, summed over the cases; error vs a 512-step reference."""
+    adaptive = explain_pb2.AttributionMethod(name="integrated_gradients", adaptive=True, tolerance=0.01)
+    reference = explain_pb2.AttributionMethod(name="integrated_gradients", n_steps=512)
+    refs = [decode(c.explain(reference).attributions[0].scores) for c in cases]
+    ta, tb, resps, captum = ab(lambda: [c.explain(adaptive) for c in cases],
+                               lambda: [c.captum_ig() for c in cases], repeats)
+    pairs = zip(resps, refs, strict=True)  # type: ignore[call-overload]
+    errors = [rel_l1(decode(r.attributions[0].scores), ref) for r, ref in pairs]
+    theirs = [rel_l1(c, ref) for c, ref in zip(captum, refs, strict=True)]  # type: ignore[call-overload]
+    steps = [r.attributions[0].n_steps for r in resps]  # type: ignore[attr-defined]
+    lengths = sorted({len(c.ids) for c in cases})
+    note = (f"{len(cases)} inputs, T {lengths[0]}-{lengths[-1]}; final steps {steps}; error vs 512 steps: "
+            f"adaptive max {max(errors):.1e}, Captum n=50 max {max(theirs):.1e}")
+    return row(f"adaptive IG {cases[0].model} vs Captum n=50", ta, tb, "<= 0.5x", note)
+
+
+RSS_SCRIPT = """
+import json, resource, sys
+import numpy as np
+from seqlens import load_model
+from seqlens.config import Settings
+from seqlens.explain import ExplainRequest, explain
+from seqlens.explainers.gradients import init_gradient_thread
+from seqlens.explainers.options import MethodOptions
+from seqlens.inputs import SequenceInput
+init_gradient_thread()
+loaded = load_model(sys.argv[1], "lstm")
+ids = np.random.default_rng(0).integers(2, 1000, size=4096).astype(np.int64)
+def rss_mb():
+    return int(open("/proc/self/status").read().split("VmRSS:")[1].split()[0]) / 1024
+before = rss_mb()
+settings = Settings(gradient_chunk_elements=int(sys.argv[2]))
+explain(loaded, ExplainRequest("lstm", SequenceInput(token_ids=ids),
+        methods=(MethodOptions("integrated_gradients", n_steps=50),)), settings)
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print(json.dumps({"before_mb": before, "peak_mb": peak}))
+"""
+
+
+def rss_rows(repo: Path) -> list[dict[str, str]]:
+    from seqlens.config import Settings
+
+    out = []
+    default = Settings.model_fields["gradient_chunk_elements"].default
+    for label, chunk in (("default chunk", default), ("no chunking", 10**15)):
+        proc = subprocess.run([sys.executable, "-c", RSS_SCRIPT, str(repo), str(chunk)], capture_output=True,
+                              text=True, timeout=600, check=True)
+        m = json.loads(proc.stdout.strip().splitlines()[-1])
+        rows_per_chunk = max(1, chunk // (4096 * 64))
+        out.append({"case": f"IG T=4096 peak RSS, {label} ({min(rows_per_chunk, 50)} rows/pass)",
+                    "seqlens ms": "", "Captum ms": "", "ratio": "",
+                    "target": "bounded by chunk",
+                    "note": f"+{m['peak_mb'] - m['before_mb']:.0f} MB over "
+                            f"{m['before_mb']:.0f} MB after load"})
+    return out
+
+
+def print_table(rows: list[dict[str, str]]) -> None:
+    cols = list(rows[0])
+    widths = [max(len(c), *(len(r[c]) for r in rows)) for c in cols]
+    print("| " + " | ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True)) + " |")
+    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    for r in rows:
+        print("| " + " | ".join(r[c].ljust(w) for c, w in zip(cols, widths, strict=True)) + " |")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--demo", default="auto", help="auto (use it if built), none, or a repository path")
+    parser.add_argument("--skip-rss", action="store_true")
+    parser.add_argument("--captum-threads", type=int, default=1,
+                        help="torch threads for Captum (the server runs with Settings.torch_threads = 1)")
+    args = parser.parse_args()
+    torch.set_num_threads(args.captum_threads)
+    demo = find_demo(args.demo)
+    with tempfile.TemporaryDirectory() as tmp:
+        repo = Path(tmp)
+        models = make_repository(repo, demo)
+        server = Server(repo)
+        try:
+            rows = [ig_row(Case(server, repo, "lstm", t), args.repeats) for t in (32, 128, 512)]
+            rows += occlusion_rows(Case(server, repo, "lstm", 128), args.repeats, defaults=True)
+            rows += occlusion_rows(Case(server, repo, "lstm", 512), args.repeats, defaults=False)
+            few = max(3, args.repeats // 2)
+            rows.append(adaptive_row([Case(server, repo, "lstm", 64, seed=s) for s in range(5)], few))
+            if "sentiment" in models:
+                reviews = [Case(server, repo, "sentiment", text=text) for text in REVIEWS]
+                rows += [ig_row(reviews[0], args.repeats), adaptive_row(reviews, few)]
+        finally:
+            server.close()
+        if not args.skip_rss:
+            rows += rss_rows(repo)
+    print(f"torch {torch.__version__}; Captum in process with {torch.get_num_threads()} torch thread(s); "
+          f"seqlens serve subprocess with default settings; medians of {args.repeats} alternating runs")
+    print_table(rows)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,243 @@
+"""Explain one sequence: prediction, per-method attributions, their quality, state, timings.
+
+``explain`` is the whole computation, synchronous, for one worker thread of the gradient
+pool: tokenize, check every option and the work limit before any model code runs, predict
+on ONNX Runtime, resolve the target, run each method (gradient methods on torch,
+perturbation methods on ONNX Runtime), then faithfulness and state summaries on request.
+``ExplainRunner`` puts it on that pool from the event loop, bounds the queue, passes the
+deadline and cancellation in, and records the stage and quality metrics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import Executor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import summaries
+from .config import Settings
+from .errors import ResourceExhausted
+from .explainers import DEFAULT_METHOD, plan_method
+from .explainers import faithfulness as faith
+from .explainers import integrated_gradients as ig
+from .explainers.baselines import BaselineKind, BaselineSpec, resolve_baseline
+from .explainers.control import Cancelled, WorkControl
+from .explainers.options import MethodOptions, Plan, PlanContext
+from .explainers.problem import Problem
+from .explainers.result import Attribution
+from .explainers.targets import ResolvedTarget, TargetSpec, resolve_target
+from .inputs import SequenceInput, encode, max_length_for
+from .metrics import Metrics
+from .results import Prediction, make_prediction
+from .tokenizers import TokenSpan
+from .versions import LoadedVersion
+
+STAGES = ("queue", "tokenize", "onnx", "gradient", "summary", "faithfulness")
+
+
+@dataclass(frozen=True)
+class ExplainRequest:
+    model_name: str
+    input: SequenceInput
+    model_version: str = ""
+    target: TargetSpec = field(default_factory=TargetSpec)
+    methods: tuple[MethodOptions, ...] = ()  # empty: integrated_gradients with its defaults
+    baseline_kind: BaselineKind = "default"
+    baseline_custom: SequenceInput | None = None  # CUSTOM: same length as the input
+    state: summaries.StateOptions | None = None
+    faithfulness: bool = False
+    request_id: str = ""
+
+
+@dataclass
+class ExplainResult:
+    request_id: str
+    model_name: str
+    model_version: str
+    prediction: Prediction
+    tokens: list[TokenSpan] | None
+    target: ResolvedTarget
+    attributions: list[Attribution]
+    state: list[summaries.LayerStateResult] = field(default_factory=list)
+    timings: list[tuple[str, float]] = field(default_factory=list)  # (stage, seconds), in order
+
+
+class _Stages:
+    """Seconds per stage, summed when a stage runs more than once (e.g. onnx)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, stage: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.add(stage, time.perf_counter() - start)
+
+    def add(self, stage: str, seconds: float) -> None:
+        self.seconds[stage] = self.seconds.get(stage, 0.0) + seconds
+
+    def ordered(self) -> list[tuple[str, float]]:
+        return [(s, self.seconds[s]) for s in STAGES if s in self.seconds]
+
+
+def plan_methods(request: ExplainRequest, ctx: PlanContext, settings: Settings) -> list[Plan]:
+    """Check every method's options and the request's total work against max_explain_work.
+
+    An adaptive IG without an explicit step cap gets the work the other methods leave
+    (shared equally), so it refines as far as the limit allows instead of being refused.
+    """
+    options = request.methods or (MethodOptions(DEFAULT_METHOD),)
+    budgeted = [o.name == ig.NAME and o.adaptive and not o.max_steps for o in options]
+    plans: dict[int, Plan] = {i: plan_method(o, ctx) for i, o in enumerate(options) if not budgeted[i]}
+    faith_work = faith.work(ctx.length, len(options)) if request.faithfulness else 0
+    fixed = sum(p.work for p in plans.values()) + faith_work
+    share = max(0, settings.max_explain_work - fixed) // max(1, sum(budgeted))
+    for i, o in enumerate(options):
+        if budgeted[i]:
+            plans[i] = plan_method(o, dataclasses.replace(ctx, adaptive_budget=share))
+    ordered = [plans[i] for i in range(len(options))]
+    total = sum(p.work for p in ordered) + faith_work
+    if total > settings.max_explain_work:
+        parts = ", ".join(f"{p.method} {p.work}" for p in ordered)
+        if faith_work:
+            parts += f", faithfulness {faith_work}"
+        raise ResourceExhausted(
+            f"explanation needs {total} units of work (model rows x timesteps: {parts}) for "
+            f"{ctx.length} timesteps; the limit is max_explain_work={settings.max_explain_work}. "
+            "Ask for fewer steps or samples, fewer methods, or a shorter sequence")
+    return ordered
+
+
+def explain(loaded: LoadedVersion, request: ExplainRequest, settings: Settings,
+            control: WorkControl | None = None) -> ExplainResult:
+    """The whole explanation, on the calling thread (a gradient-pool worker in the server)."""
+    control = control or WorkControl()
+    config = loaded.config
+    stages = _Stages()
+    control.check("tokenization")
+    with stages("tokenize"):
+        max_len = max_length_for(loaded, settings.max_length)
+        enc = encode(loaded, request.input, max_length=max_len, where="input")
+        custom = None
+        if request.baseline_custom is not None:
+            custom = encode(loaded, request.baseline_custom, max_length=max_len,
+                            where="baseline.custom").values
+        baseline = resolve_baseline(config, BaselineSpec(request.baseline_kind, custom), enc.values)
+        ctx = PlanContext(length=enc.length, num_features=config.num_features, is_tokens=config.is_tokens,
+                          max_steps=settings.max_steps, baseline_kind=baseline.kind,
+                          baseline_replaces_ids=baseline.replaces_ids,
+                          bidirectional=config.architecture.bidirectional)
+        plans = plan_methods(request, ctx, settings)
+        if request.state is not None and request.state.enabled:
+            summaries.resolve_summaries(config, request.state)  # bad names fail before any work
+    with stages("onnx"):
+        # raw outputs of the sequence: [C], [T,C] or [H]
+        raw = loaded.onnx.run(enc.values[None], np.array([enc.length], dtype=np.int64))[0]
+        prediction = make_prediction(config, raw, enc.tokens)
+        prediction.length = enc.length
+    target = resolve_target(config, request.target, raw, enc.length)
+    state: list[summaries.LayerStateResult] = []
+    if request.state is not None and request.state.enabled:
+        control.check("state summaries")
+        with stages("summary"):
+            state = summaries.compute_state(
+                loaded, enc.values, request.state,
+                target.class_index if target.is_class else target.horizon_step,
+                timestep=target.timestep if target.timestep >= 0 else None,
+                max_state_elements=settings.max_state_elements)
+    problem = Problem(loaded, enc.values, target, baseline, chunk_elements=settings.gradient_chunk_elements,
+                      control=control)
+    attributions = []
+    for plan in plans:  # stage "gradient" is torch work, "onnx" ONNX Runtime work
+        with stages("gradient" if plan.runtime == "torch" else "onnx"):
+            attributions.append(plan.run(problem))
+    if request.faithfulness:
+        with stages("faithfulness"):
+            qualities = faith.faithfulness(problem, [a.scores for a in attributions])
+            for att, quality in zip(attributions, qualities, strict=True):
+                att.faithfulness = quality
+    return ExplainResult(request.request_id, loaded.name, loaded.version, prediction, enc.tokens, target,
+                         attributions, state, stages.ordered())
+
+
+class _Job:
+    """One queued explanation; ``started`` and ``abandoned`` are guarded by the runner's lock."""
+
+    def __init__(self) -> None:
+        self.control = WorkControl()
+        self.submitted = time.perf_counter()
+        self.started = False
+        self.abandoned = False
+
+
+class ExplainRunner:
+    """Runs explanations on the gradient pool: never on the event loop, never more than
+    ``explain_max_queue`` waiting for a worker (RESOURCE_EXHAUSTED beyond that)."""
+
+    def __init__(self, settings: Settings, metrics: Metrics, pool: Executor) -> None:
+        self._settings = settings
+        self._metrics = metrics
+        self._pool = pool
+        self._lock = threading.Lock()
+        self._waiting = 0
+
+    @property
+    def waiting(self) -> int:
+        return self._waiting
+
+    async def run(self, loaded: LoadedVersion, request: ExplainRequest,
+                  deadline: float | None) -> ExplainResult:
+        """``deadline``: a time.monotonic() instant, or None."""
+        limit = self._settings.explain_max_queue
+        job = _Job()
+        job.control.deadline = deadline
+        with self._lock:
+            if self._waiting >= limit:
+                raise ResourceExhausted(
+                    f"explanation queue is full ({self._waiting} waiting for a worker, "
+                    f"explain_max_queue={limit}); retry with backoff")
+            self._waiting += 1
+        future = self._pool.submit(self._work, job, loaded, request)
+        try:
+            result = await asyncio.wrap_future(future)
+        except asyncio.CancelledError:
+            job.control.cancelled.set()  # a running job stops at its next chunk
+            self._leave_queue(job)
+            raise
+        self._observe(loaded.name, result)
+        return result
+
+    def _leave_queue(self, job: _Job) -> None:
+        with self._lock:
+            if not job.started and not job.abandoned:
+                job.abandoned = True
+                self._waiting -= 1
+
+    def _work(self, job: _Job, loaded: LoadedVersion, request: ExplainRequest) -> ExplainResult:
+        with self._lock:
+            if job.abandoned:
+                raise Cancelled("the call was cancelled while queued")
+            job.started = True
+            self._waiting -= 1
+        queued = time.perf_counter() - job.submitted
+        result = explain(loaded, request, self._settings, job.control)
+        result.timings.insert(0, ("queue", queued))
+        return result
+
+    def _observe(self, model: str, result: ExplainResult) -> None:
+        for stage, seconds in result.timings:
+            self._metrics.stage_duration.labels(model, stage).observe(seconds)
+        for att in result.attributions:
+            rel = att.relative_delta
+            if rel is not None:
+                self._metrics.relative_delta.labels(model, att.method).observe(rel)

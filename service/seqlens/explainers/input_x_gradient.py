@@ -1,0 +1,39 @@
+"""Input x Gradient (Shrikumar et al., 2016): the input at the attribution layer (the
+embedding output for token models, like Captum's LayerGradientXActivation) times the
+gradient of the target there."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Literal
+
+from .gradients import gradient_at, gradient_attribution
+from .options import MethodOptions, PlanContext
+from .problem import Problem
+from .result import Attribution
+
+NAME = "input_x_gradient"
+
+
+@dataclass(frozen=True)
+class InputXGradient:
+    length: int
+    method: str = NAME
+    runtime: Literal["torch"] = "torch"
+
+    @property
+    def work(self) -> int:
+        return self.length
+
+    def run(self, problem: Problem) -> Attribution:
+        start = time.perf_counter()
+        att = gradient_attribution(problem, NAME, problem.x * gradient_at(problem, NAME))
+        att.n_steps = 1
+        att.target_at_input, att.target_at_baseline = problem.torch_endpoints
+        att.seconds = time.perf_counter() - start
+        return att
+
+
+def plan(opts: MethodOptions, ctx: PlanContext) -> InputXGradient:
+    return InputXGradient(ctx.length)

@@ -1,0 +1,40 @@
+"""Saliency (Simonyan et al., 2014): the gradient of the target at the input, absolute by
+default like Captum's ``Saliency(abs=True)``."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Literal
+
+from .gradients import gradient_at, gradient_attribution
+from .options import MethodOptions, PlanContext
+from .problem import Problem
+from .result import Attribution
+
+NAME = "saliency"
+
+
+@dataclass(frozen=True)
+class Saliency:
+    absolute: bool
+    length: int
+    method: str = NAME
+    runtime: Literal["torch"] = "torch"
+
+    @property
+    def work(self) -> int:
+        return self.length
+
+    def run(self, problem: Problem) -> Attribution:
+        start = time.perf_counter()
+        grad = gradient_at(problem, NAME)
+        att = gradient_attribution(problem, NAME, grad.abs() if self.absolute else grad)
+        att.n_steps = 1
+        att.target_at_input, att.target_at_baseline = problem.torch_endpoints
+        att.seconds = time.perf_counter() - start
+        return att
+
+
+def plan(opts: MethodOptions, ctx: PlanContext) -> Saliency:
+    return Saliency(opts.abs_saliency is not False, ctx.length)

@@ -1,0 +1,363 @@
+"""Gradient methods equal Captum's on every family; completeness, adaptive IG, chunking,
+flush-to-zero, deadlines and cancellation."""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from captum.attr import (
+    GradientShap,
+    InputXGradient,
+    IntegratedGradients,
+    LayerGradientXActivation,
+    LayerIntegratedGradients,
+    NoiseTunnel,
+    Saliency,
+)
+from seqlens import load_model
+from seqlens.errors import DeadlineExceeded
+from seqlens.explainers import gradient_shap, integrated_gradients, smoothgrad
+from seqlens.explainers.control import Cancelled, WorkControl
+from seqlens.explainers.gradients import gradient_at, init_gradient_thread
+from seqlens.explainers.input_x_gradient import InputXGradient as OurInputXGradient
+from seqlens.explainers.integrated_gradients import IntegratedGradients as OurIG
+from seqlens.explainers.integrated_gradients import integrate, relative_l1
+from seqlens.explainers.options import MethodOptions, PlanContext
+from seqlens.explainers.saliency import Saliency as OurSaliency
+from seqlens.explainers.sampling import GivenDraws
+from seqlens.explainers.targets import TargetSpec
+from seqlens.export import export_model
+from seqlens.families import build_model
+from seqlens.versions import LoadedVersion
+
+from tests.factories import VOCAB, tiny_config
+from tests.unit import test_explainers_common as common
+from tests.unit.test_explainers_common import (
+    FAMILIES,
+    FEATURE_FAMILIES,
+    TOKEN_FAMILIES,
+    assert_rel,
+    captum_target,
+    forward_embedding,
+    forward_inputs,
+    lengths_arg,
+    make_problem,
+    sample_values,
+)
+
+family_repo, family = common.family_repo, common.family  # the shared session fixtures
+# Captum sets requires_grad on the inputs it is given and says so.
+pytestmark = pytest.mark.filterwarnings("ignore:Input Tensor 0 did not already require gradients")
+
+Family = Callable[[str], LoadedVersion]
+QUADRATURES = ["gausslegendre", "riemann_trapezoid", "riemann_left", "riemann_right", "riemann_middle"]
+
+
+def _ctx(length: int) -> PlanContext:
+    return PlanContext(length=length, num_features=3, is_tokens=True, max_steps=1024, baseline_kind="pad",
+                       baseline_replaces_ids=True, adaptive_budget=4_000_000)
+
+
+def _ig(problem, n: int, rule: str = "gausslegendre"):  # type: ignore[no-untyped-def]
+    return OurIG(n, rule, False, 0.0, n, problem.length).run(problem)  # type: ignore[arg-type]
+
+
+# --- integrated gradients ----------------------------------------------------------------
+@pytest.mark.parametrize("name", list(FAMILIES))
+def test_ig_equals_captum_on_every_family(family: Family, name: str) -> None:
+    loaded = family(name)
+    problem = make_problem(loaded, sample_values(loaded))
+    ours = _ig(problem, 24)
+    t = problem.target
+    if loaded.config.is_tokens:  # PAD baseline: Captum's LayerIntegratedGradients on model.embedding
+        lig = LayerIntegratedGradients(forward_inputs(loaded, t), loaded.torch_module.embedding)
+        ids = torch.from_numpy(problem.values)[None]
+        ref, delta = lig.attribute(ids, torch.zeros_like(ids), target=captum_target(t),
+                                   additional_forward_args=lengths_arg(problem), n_steps=24,
+                                   method="gausslegendre", return_convergence_delta=True)
+    else:  # training-mean baseline in raw feature units
+        ig = IntegratedGradients(forward_inputs(loaded, t))
+        ref, delta = ig.attribute(problem.x[None], problem.b[None], target=captum_target(t),
+                                  additional_forward_args=lengths_arg(problem), n_steps=24,
+                                  method="gausslegendre", return_convergence_delta=True)
+    assert_rel(ours.full, ref)
+    gap = abs(ours.target_at_input - ours.target_at_baseline)
+    assert abs(ours.convergence_delta - float(delta)) <= 1e-5 * gap + 1e-7
+    assert ours.n_steps == 24 and ours.converged
+
+
+@pytest.mark.parametrize("rule", QUADRATURES)
+@pytest.mark.parametrize("name", ["gru_tokens_bi_tag", "lstm_features_bi2_cls"])
+def test_ig_quadratures_equal_captum(family: Family, name: str, rule: str) -> None:
+    loaded = family(name)
+    problem = make_problem(loaded, sample_values(loaded, seed=3), TargetSpec(output_space="probability"),
+                           baseline="zeros")
+    ours = _ig(problem, 16, rule)
+    t = problem.target
+    fwd = forward_embedding(loaded, t) if loaded.config.is_tokens else forward_inputs(loaded, t)
+    ref = IntegratedGradients(fwd).attribute(problem.x[None], problem.b[None], target=captum_target(t),
+                                             additional_forward_args=lengths_arg(problem), n_steps=16,
+                                             method=rule)
+    assert_rel(ours.full, ref)
+
+
+@pytest.mark.parametrize("name", TOKEN_FAMILIES)
+def test_token_scores_are_the_signed_sum_and_l2_norm_over_the_embedding(family: Family, name: str) -> None:
+    loaded = family(name)
+    problem = make_problem(loaded, sample_values(loaded), baseline="training_mean")
+    ours = _ig(problem, 8)
+    assert ours.full.shape == (problem.length, loaded.config.architecture.embedding_dim)
+    np.testing.assert_allclose(ours.scores, ours.full.sum(axis=1), rtol=1e-6)
+    np.testing.assert_allclose(ours.l2_norm, np.linalg.norm(ours.full, axis=1), rtol=1e-6)
+    assert ours.feature_scores is None
+
+
+@pytest.mark.parametrize("name", FEATURE_FAMILIES)
+def test_feature_scores_are_per_feature_and_summed_per_step(family: Family, name: str) -> None:
+    loaded = family(name)
+    problem = make_problem(loaded, sample_values(loaded))
+    ours = _ig(problem, 8)
+    assert ours.feature_scores is not None and ours.feature_scores.shape == (problem.length, 3)
+    np.testing.assert_allclose(ours.scores, ours.feature_scores.sum(axis=1), rtol=1e-6)
+    assert ours.l2_norm is None
+
+
+@pytest.mark.parametrize("name", list(FAMILIES))
+def test_completeness_delta_is_what_is_reported(family: Family, name: str) -> None:
+    loaded = family(name)
+    problem = make_problem(loaded, sample_values(loaded, seed=5))
+    ours = _ig(problem, 64)
+    # f(x), f(baseline) straight from the module: an independent forward.
+    with torch.no_grad():
+        if loaded.config.is_tokens:
+            out = loaded.torch_module.forward_from_embedding(torch.stack([problem.x, problem.b]),
+                                                             torch.tensor([problem.length] * 2))
+        else:
+            out = loaded.torch_module(torch.stack([problem.x, problem.b]), torch.tensor([problem.length] * 2))
+    t = problem.target
+    if not t.is_class:
+        sel = out[:, t.horizon_step]
+    elif t.timestep >= 0:
+        sel = out[:, t.timestep, t.class_index]
+    else:
+        sel = out[:, t.class_index]
+    fx, fb = float(sel[0]), float(sel[1])
+    residual = float(np.sum(ours.full, dtype=np.float64)) - (fx - fb)
+    assert abs(residual - ours.convergence_delta) <= 1e-6 + 1e-6 * abs(fx - fb)
+    # Gauss-Legendre, 64 nodes; ReLU kinks make the integrand non-smooth, so it converges slower.
+    limit = 1e-2 if loaded.config.architecture.cell == "rnn_relu" else 1e-3
+    assert abs(ours.convergence_delta) <= limit * abs(fx - fb) + 1e-6
+
+
+# --- adaptive IG -------------------------------------------------------------------------
+@pytest.mark.parametrize("name", ["lstm_tokens_cls", "lstm_features_bi2_cls", "gru_tokens_bi_tag"])
+def test_adaptive_ig_meets_its_tolerance(family: Family, name: str) -> None:
+    loaded = family(name)
+    problem = make_problem(loaded, sample_values(loaded, length=20, seed=7))
+    tol = 0.01
+    plan = integrated_gradients.plan(MethodOptions("integrated_gradients", adaptive=True, tolerance=tol),
+                                     _ctx(problem.length))
+    ours = plan.run(problem)
+    assert ours.converged
+    gap = abs(ours.target_at_input - ours.target_at_baseline)
+    assert abs(ours.convergence_delta) <= tol * gap + integrated_gradients.DELTA_FLOOR
+    reference = integrate(problem, "gausslegendre", 512)
+    assert relative_l1(torch.from_numpy(ours.full), reference) <= tol
+    assert ours.n_steps in plan.ladder()
+
+
+def test_adaptive_ig_reports_not_converged_at_its_step_cap(family: Family) -> None:
+    problem = make_problem(family("lstm_tokens_cls"), sample_values(family("lstm_tokens_cls"), length=20))
+    plan = integrated_gradients.plan(
+        MethodOptions("integrated_gradients", adaptive=True, tolerance=1e-9, n_steps=4, max_steps=16),
+        _ctx(problem.length))
+    assert plan.ladder() == [4, 8, 16]
+    ours = plan.run(problem)
+    assert not ours.converged and ours.n_steps == 16
+
+
+def test_adaptive_cap_follows_the_work_budget() -> None:
+    ctx = _ctx(100)
+    budget = 100 * (8 + 16 + 32 + 40)  # room for the rungs 8, 16, 32; not for 64
+    plan = integrated_gradients.plan(MethodOptions("integrated_gradients", adaptive=True),
+                                     dataclasses.replace(ctx, adaptive_budget=budget))
+    assert plan.ladder() == [8, 16, 32] and plan.work <= 100 * 96
+
+
+# --- saliency, input x gradient ----------------------------------------------------------
+@pytest.mark.parametrize("absolute", [True, False])
+@pytest.mark.parametrize("name", list(FAMILIES))
+def test_saliency_equals_captum(family: Family, name: str, absolute: bool) -> None:
+    loaded = family(name)
+    problem = make_problem(loaded, sample_values(loaded, seed=2))
+    ours = OurSaliency(absolute, problem.length).run(problem)
+    t = problem.target
+    fwd = forward_embedding(loaded, t) if loaded.config.is_tokens else forward_inputs(loaded, t)
+    ref = Saliency(fwd).attribute(problem.x[None], target=captum_target(t), abs=absolute,
+                                  additional_forward_args=lengths_arg(problem))
+    assert_rel(ours.full, ref)
+
+
+@pytest.mark.parametrize("name", list(FAMILIES))
+def test_input_x_gradient_equals_captum(family: Family, name: str) -> None:
+    loaded = family(name)
+    problem = make_problem(loaded, sample_values(loaded, seed=4), TargetSpec(output_space="logit"))
+    ours = OurInputXGradient(problem.length).run(problem)
+    t = problem.target
+    if loaded.config.is_tokens:
+        ref = LayerGradientXActivation(forward_inputs(loaded, t), loaded.torch_module.embedding).attribute(
+            torch.from_numpy(problem.values)[None], target=captum_target(t),
+            additional_forward_args=lengths_arg(problem))
+    else:
+        ref = InputXGradient(forward_inputs(loaded, t)).attribute(
+            problem.x[None], target=captum_target(t), additional_forward_args=lengths_arg(problem))
+    assert_rel(ours.full, ref)
+
+
+# --- GradientSHAP, SmoothGrad: Captum's own random draws, replayed -----------------------
+@pytest.mark.parametrize("name", list(FAMILIES))
+def test_gradient_shap_equals_captum_given_the_same_draws(family: Family, name: str) -> None:
+    loaded = family(name)
+    problem = make_problem(loaded, sample_values(loaded, seed=6))
+    t = problem.target
+    fwd = forward_embedding(loaded, t) if loaded.config.is_tokens else forward_inputs(loaded, t)
+    samples, stdev, seed = 7, 0.1, 1234
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    ref, deltas = GradientShap(fwd).attribute(problem.x[None], problem.b[None], n_samples=samples,
+                                              stdevs=stdev, target=captum_target(t),
+                                              return_convergence_delta=True,
+                                              additional_forward_args=lengths_arg(problem))
+    # Captum's draws, in its order: numpy picks baselines then the alphas; torch draws the noise.
+    np.random.seed(seed)
+    np.random.choice(1, samples)
+    alphas = torch.tensor(np.random.uniform(0.0, 1.0, samples), dtype=torch.float32)
+    torch.manual_seed(seed)
+    noise = torch.normal(0, torch.tensor(stdev).repeat((samples, *problem.x.shape)))
+    plan = gradient_shap.plan(MethodOptions("gradient_shap", n_samples=samples, noise_stdev=stdev),
+                              _ctx(problem.length))
+    ours = plan.run(problem, GivenDraws(noise, alphas))
+    assert_rel(ours.full, ref)
+    gap = abs(ours.target_at_input - ours.target_at_baseline)
+    assert abs(ours.convergence_delta - float(deltas.mean())) <= 1e-5 * gap + 1e-6
+
+
+@pytest.mark.parametrize("name", ["lstm_tokens_cls", "gru_features_tag", "relu_tokens_bi_fc"])
+def test_smoothgrad_equals_captum_noise_tunnel_given_the_same_noise(family: Family, name: str) -> None:
+    loaded = family(name)
+    problem = make_problem(loaded, sample_values(loaded, seed=8))
+    t = problem.target
+    fwd = forward_embedding(loaded, t) if loaded.config.is_tokens else forward_inputs(loaded, t)
+    samples, stdev, seed = 6, 0.2, 99
+    torch.manual_seed(seed)
+    ref = NoiseTunnel(Saliency(fwd)).attribute(problem.x[None], nt_type="smoothgrad", nt_samples=samples,
+                                               stdevs=stdev, target=captum_target(t),
+                                               additional_forward_args=lengths_arg(problem))
+    torch.manual_seed(seed)
+    noise = torch.normal(0, torch.tensor(stdev).repeat((samples, *problem.x.shape)))
+    options = MethodOptions("smoothgrad", n_samples=samples, noise_stdev=stdev)
+    plan = smoothgrad.plan(options, _ctx(problem.length))
+    assert_rel(plan.run(problem, GivenDraws(noise)).full, ref)
+
+
+def test_seeded_sampling_methods_repeat_exactly_and_depend_on_the_seed(family: Family) -> None:
+    loaded = family("lstm_tokens_cls")
+    problem = make_problem(loaded, sample_values(loaded))
+    for planner, name in ((gradient_shap.plan, "gradient_shap"), (smoothgrad.plan, "smoothgrad")):
+        a = planner(MethodOptions(name, seed=1, noise_stdev=0.3), _ctx(problem.length)).run(problem)
+        b = planner(MethodOptions(name, seed=1, noise_stdev=0.3), _ctx(problem.length)).run(problem)
+        c = planner(MethodOptions(name, seed=2, noise_stdev=0.3), _ctx(problem.length)).run(problem)
+        np.testing.assert_array_equal(a.full, b.full)
+        assert not np.array_equal(a.full, c.full)
+
+
+# --- chunking, flush-to-zero, deadlines --------------------------------------------------
+@pytest.mark.parametrize("name", ["gru_tokens_bi_tag", "lstm_features_bi2_cls"])
+def test_chunked_passes_give_the_same_attributions(family: Family, name: str) -> None:
+    loaded = family(name)
+    values = sample_values(loaded)
+    whole = make_problem(loaded, values)
+    width = loaded.config.architecture.embedding_dim
+    tiny = make_problem(loaded, values, chunk_elements=3 * len(values) * width)  # 3 rows per pass
+    assert tiny.rows_per_chunk == 3 and whole.rows_per_chunk >= 20
+    assert_rel(_ig(tiny, 20).full, _ig(whole, 20).full, tol=1e-6)
+    draws = {"n_samples": 11, "noise_stdev": 0.2, "seed": 5}
+    a = gradient_shap.plan(MethodOptions("gradient_shap", **draws), _ctx(len(values))).run(tiny)
+    b = gradient_shap.plan(MethodOptions("gradient_shap", **draws), _ctx(len(values))).run(whole)
+    assert_rel(a.full, b.full, tol=1e-6)
+
+
+def _on_thread(fn: Callable[[], object], flush: bool) -> object:
+    out: list[object] = []
+
+    def run() -> None:
+        if flush:
+            init_gradient_thread()
+        out.append(fn())
+
+    th = threading.Thread(target=run)  # a fresh thread starts without flush-to-zero
+    th.start()
+    th.join()
+    return out[0]
+
+
+def test_flush_to_zero_changes_no_attribution(tmp_path: Path) -> None:
+    """The DESIGN pitfall: at long T, backpropagated gradients turn subnormal. Flushing them
+    to zero must leave the attributions as they are."""
+
+    config = tiny_config(cell="lstm", emb=64, hidden=128, max_length=512)
+    module = build_model(config, len(VOCAB), seed=0).eval()
+    export_model(module, tmp_path / "long" / "1", vocabulary=VOCAB)
+    loaded = load_model(tmp_path, "long")
+    values = np.random.default_rng(0).integers(2, len(VOCAB), size=256).astype(np.int64)
+    problem = make_problem(loaded, values)
+    raw = _on_thread(lambda: gradient_at(problem, "probe"), flush=False)
+    assert isinstance(raw, torch.Tensor)
+    subnormal = (raw != 0) & (raw.abs() < torch.finfo(torch.float32).tiny)
+    assert bool(subnormal.any()), "no subnormal gradients: the test would not exercise flushing"
+    flushed = _on_thread(lambda: integrate(problem, "gausslegendre", 8), flush=True)
+    unflushed = _on_thread(lambda: integrate(problem, "gausslegendre", 8), flush=False)
+    assert isinstance(flushed, torch.Tensor) and isinstance(unflushed, torch.Tensor)
+    assert_rel(flushed.numpy(), unflushed, tol=1e-6)
+
+
+def test_deadline_stops_gradient_work_between_chunks(family: Family) -> None:
+    loaded = family("lstm_tokens_cls")
+    values = sample_values(loaded)
+    control = WorkControl(deadline=time.monotonic() - 1.0)
+    problem = make_problem(loaded, values, control=control)
+    with pytest.raises(DeadlineExceeded, match="deadline exceeded during integrated_gradients"):
+        integrate(problem, "gausslegendre", 10)
+
+
+class CancelOnCheck(WorkControl):
+    """Cancels itself at its n-th check, as the event loop does when the RPC is cancelled."""
+
+    def __init__(self, at: int) -> None:
+        super().__init__()
+        self.at = at
+        self.checks = 0
+
+    def check(self, what: str) -> None:
+        self.checks += 1
+        if self.checks == self.at:
+            self.cancelled.set()
+        super().check(what)
+
+
+def test_cancellation_stops_gradient_work_between_chunks(family: Family) -> None:
+    loaded = family("lstm_tokens_cls")
+    values = sample_values(loaded)
+    control = CancelOnCheck(at=3)
+    width = loaded.config.architecture.embedding_dim
+    problem = make_problem(loaded, values, control=control, chunk_elements=len(values) * width)  # 1 row/pass
+    with pytest.raises(Cancelled):
+        integrate(problem, "gausslegendre", 50)
+    assert control.checks == 3  # two chunks ran, the third never started
