@@ -143,7 +143,7 @@ def make_client(args: argparse.Namespace) -> Client:
     if args.token_file:
         token = Path(args.token_file).read_text(encoding="utf-8").strip()
     tls: TLS | None = None
-    if args.tls or args.tls_ca or args.tls_cert or args.tls_server_name:
+    if args.tls or args.tls_ca or args.tls_cert or args.tls_key or args.tls_server_name:
         if bool(args.tls_cert) != bool(args.tls_key):
             raise UsageError("mutual TLS needs both --tls-cert and --tls-key")
         tls = TLS(root_ca=args.tls_ca, cert=args.tls_cert, key=args.tls_key, server_name=args.tls_server_name)

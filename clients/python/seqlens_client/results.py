@@ -387,18 +387,26 @@ class Attribution:
 
 @dataclass(frozen=True)
 class ResolvedTarget:
-    """The output that was explained, with defaults filled in by the server."""
+    """The output that was explained, with defaults filled in by the server.
 
-    class_index: int
+    Fields that do not apply to the model's task are None (the server sends -1): e.g.
+    ``timestep`` of a classifier or ``class_index`` of a forecaster.
+    """
+
+    class_index: int | None
     label: str
-    timestep: int
-    horizon_step: int
+    timestep: int | None
+    horizon_step: int | None
     output_space: str
 
     @classmethod
     def from_proto(cls, msg: explain_pb2.ResolvedTarget) -> ResolvedTarget:
-        return cls(class_index=msg.class_index, label=msg.label, timestep=msg.timestep,
-                   horizon_step=msg.horizon_step, output_space=_OUTPUT_SPACES.get(msg.output_space, "logit"))
+        def applies(v: int) -> int | None:
+            return None if v < 0 else v
+
+        return cls(class_index=applies(msg.class_index), label=msg.label, timestep=applies(msg.timestep),
+                   horizon_step=applies(msg.horizon_step),
+                   output_space=_OUTPUT_SPACES.get(msg.output_space, "logit"))
 
     def to_dict(self) -> dict[str, Any]:
         return _dict(self)
