@@ -35,9 +35,11 @@ class Settings(BaseSettings):
     max_batch: int = Field(256, ge=1, description="Most sequences in one Predict/ModelInfer request.")
 
     # --- runtimes and batching -----------------------------------------------------
-    # Defaults measured on a 2-core VM (notes in /work/notes/ops.md): ONNX Runtime with 1 intra-op
-    # thread per session and 2 prediction workers beats 1 worker x 2 threads for small RNNs; torch
-    # with 1 thread is as fast as with 2 at explanation sizes and leaves a core to predictions.
+    # Defaults from `bench/bench_predict.py --threads` on the 2-core VM (docs: ops notes). ONNX
+    # Runtime: 2 workers x 1 intra-op thread match 1 x 2 threads at batch >= 8 (54k vs 56k seq/s at
+    # 32) and never spin-wait on a busy machine (2 spinning threads ran batch 128 3x slower there).
+    # torch: 2 threads are 1.3x faster on an idle machine but up to 100x slower when the cores are
+    # shared, and the second core belongs to predictions: 1.
     onnx_threads: int = Field(1, ge=1, description="ONNX Runtime intra-op threads per session.")
     torch_threads: int = Field(1, ge=1, description="torch intra-op threads (process-wide) for gradient work.")
     predict_workers: int = Field(2, ge=1, description="Threads running ONNX Runtime batches (batches at once).")

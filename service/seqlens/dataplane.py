@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from .batching import BatchPolicy, DynamicBatcher, Forward
+from .batching import BatchPolicy, DynamicBatcher
 from .config import Settings
 from .errors import InvalidInput, ModelUnavailable
 from .explain import ExplainRequest, ExplainResult, ExplainRunner
@@ -103,24 +103,6 @@ class DataPlane:
                                  policy=self.batch_policy, observer=observe)
         loaded.extras[_BATCHER] = batcher
         return batcher
-
-    def onnx_forward(self, loaded: LoadedVersion) -> Forward:
-        """``OnnxRuntime.run`` for worker threads (perturbation explainers), through the version's
-        batcher: all ONNX Runtime work shares the prediction workers and never oversubscribes
-        the cores. Make it on the event loop; call it from any other thread.
-
-        inputs [N,T] or [N,T,F], lengths [N] -> outputs [N,C], [N,T,C] (zero past each length) or [N,H].
-        The sequences were admitted with their explanation, so the queue limit does not refuse them.
-        """
-        loop = asyncio.get_running_loop()
-        batcher = self.batcher(loaded)
-
-        def forward(inputs: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-            seqs = [inputs[i, : int(n)] for i, n in enumerate(lengths)]
-            outs = asyncio.run_coroutine_threadsafe(batcher.run(seqs, shed=False), loop).result()
-            return _stack_outputs(outs, int(inputs.shape[1]))
-
-        return forward
 
     # --- models ----------------------------------------------------------------------
     def list_models(self) -> list[ModelSummary]:

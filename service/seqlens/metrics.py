@@ -5,13 +5,16 @@ Labels take few values: rpc, model, code, stage, method, version. No request dat
 
 from __future__ import annotations
 
+from wsgiref.simple_server import WSGIServer
+
 from prometheus_client import (
     CollectorRegistry,
     Counter,
     Gauge,
+    GCCollector,
     Histogram,
-    ProcessCollector,
     PlatformCollector,
+    ProcessCollector,
     start_http_server,
 )
 
@@ -25,12 +28,16 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        self._http: WSGIServer | None = None
         r = self.registry
+        # Process metrics: process_* (CPU, memory, fds), python_gc_*, python_info.
         ProcessCollector(registry=r)
         PlatformCollector(registry=r)
+        GCCollector(registry=r)
         self.request_duration = Histogram(
             "seqlens_request_duration_seconds", "RPC latency", ["rpc", "model", "code"],
             buckets=_LATENCY_BUCKETS, registry=r)
+        # Exposed as seqlens_requests_total (prometheus_client adds the suffix to counters).
         self.requests = Counter("seqlens_requests", "RPCs answered", ["rpc", "model", "code"], registry=r)
         self.inflight = Gauge("seqlens_inflight_requests", "RPCs in progress", ["rpc"], registry=r)
         self.stage_duration = Histogram(
@@ -43,11 +50,18 @@ class Metrics:
             ["model", "method"], buckets=_DELTA_BUCKETS, registry=r)
         self.model_ready = Gauge("seqlens_model_ready", "1 when the version is READY", ["model", "version"],
                                  registry=r)
-        self.model_load_seconds = Histogram(
-            "seqlens_model_load_seconds", "Version load + parity check time", ["model"],
-            buckets=(0.01, 0.05, 0.1, 0.5, 1, 2, 5, 10, 30, 60), registry=r)
+        # A gauge, so that the series is exactly seqlens_model_load_seconds{model}.
+        self.model_load_seconds = Gauge(
+            "seqlens_model_load_seconds", "Seconds the latest load + parity check of the model took", ["model"],
+            registry=r)
 
     def serve(self, host: str, port: int) -> int:
-        """Start the /metrics HTTP server; returns the bound port."""
-        server, _thread = start_http_server(port, addr=host, registry=self.registry)
-        return int(server.server_port)
+        """Start the /metrics HTTP server (its own thread); returns the bound port."""
+        self._http, _thread = start_http_server(port, addr=host, registry=self.registry)
+        return int(self._http.server_port)
+
+    def stop(self) -> None:
+        if self._http is not None:
+            self._http.shutdown()
+            self._http.server_close()
+            self._http = None

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import signal
 import threading
+import time
 from pathlib import Path
 
 import grpc
@@ -13,7 +14,6 @@ import torch
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
-
 from seqlens_client._proto.inference import grpc_service_pb2 as oip
 from seqlens_client._proto.inference import grpc_service_pb2_grpc as oip_grpc
 from seqlens_client._proto.seqlens.v1 import service_pb2, service_pb2_grpc
@@ -21,22 +21,20 @@ from seqlens_client._proto.seqlens.v1 import service_pb2, service_pb2_grpc
 from ..config import Settings
 from ..dataplane import DataPlane
 from ..metrics import Metrics
-from ..registry import ModelRegistry
+from ..registry import ModelRegistry, VersionRecord
 from ..repository import ModelRepository
-from .auth import TokenStore
+from .auth import TlsFiles, TokenStore
 from .interceptors import AuthInterceptor, ErrorInterceptor
 from .servicers import InferenceServicer, SequenceExplainerServicer
 
 log = logging.getLogger(__name__)
 
+_STOP_GRACE_S = 0.2  # after the drain: for open health watches to see NOT_SERVING
+
 SERVICE_NAMES = (
     service_pb2.DESCRIPTOR.services_by_name["SequenceExplainer"].full_name,
     oip.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name,
 )
-
-
-def _read(path: Path | None) -> bytes | None:
-    return path.read_bytes() if path else None
 
 
 class SeqlensServer:
@@ -49,15 +47,24 @@ class SeqlensServer:
                                       parity_tolerance=settings.parity_tolerance)
         self.dataplane = DataPlane(self.registry, settings, self.metrics)
         self.registry.add_listener(self.dataplane.on_version_change)
+        self._model_names: frozenset[str] = frozenset()
+        self.registry.add_listener(self._on_version_change)
         self.health = HealthServicer()
         self._server: grpc.aio.Server | None = None
         self._stop_polling = threading.Event()
         self.port = 0
         self.metrics_port = 0
         self._stopped = asyncio.Event()
+        self._drain_task: asyncio.Future[None] | None = None
+        # error mapping, metrics, request ids; refuses new calls while draining, counts in-flight ones
+        self._calls = ErrorInterceptor(self.metrics, self._known_model, lambda: self.dataplane.draining)
 
     def _known_model(self, name: str) -> bool:
-        return any(r.name == name for r in self.registry.records())
+        return name in self._model_names
+
+    def _on_version_change(self, _rec: VersionRecord) -> None:
+        """Registry listener (loading thread): the model names that may appear in metric labels."""
+        self._model_names = frozenset(r.name for r in self.registry.records())
 
     async def start(self) -> None:
         s = self.settings
@@ -67,7 +74,7 @@ class SeqlensServer:
         tokens = TokenStore(s.auth_token_file, s.auth_token)
         if tokens.enabled:
             interceptors.append(AuthInterceptor(tokens))
-        interceptors.append(ErrorInterceptor(self.metrics, self._known_model))
+        interceptors.append(self._calls)
         opts = [("grpc.max_receive_message_length", s.max_message_bytes),
                 ("grpc.max_send_message_length", s.max_message_bytes),
                 ("grpc.so_reuseport", 0)]
@@ -79,11 +86,9 @@ class SeqlensServer:
             (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
             server)
         address = f"{s.host}:{s.port}"
-        if s.tls_cert and s.tls_key:
-            creds = grpc.ssl_server_credentials(
-                [(s.tls_key.read_bytes(), s.tls_cert.read_bytes())], root_certificates=_read(s.tls_client_ca),
-                require_client_auth=s.tls_client_ca is not None)
-            self.port = server.add_secure_port(address, creds)
+        tls = TlsFiles.from_settings(s.tls_cert, s.tls_key, s.tls_client_ca)  # validated; rotated files reload
+        if tls is not None:
+            self.port = server.add_secure_port(address, tls.credentials())
         else:
             self.port = server.add_insecure_port(address)
         await server.start()
@@ -92,9 +97,11 @@ class SeqlensServer:
             self.metrics_port = self.metrics.serve(s.host, s.metrics_port)
         await self._set_health(self.dataplane.ready())
         loop = asyncio.get_running_loop()
-        self.registry.add_listener(
-            lambda _rec: loop.call_soon_threadsafe(
-                lambda: asyncio.ensure_future(self._set_health(self.dataplane.ready()))))
+
+        def on_change(_rec: VersionRecord) -> None:  # in the loading thread: hop to the loop
+            loop.call_soon_threadsafe(lambda: asyncio.ensure_future(self._set_health(self.dataplane.ready())))
+
+        self.registry.add_listener(on_change)
         if s.poll_interval_s > 0:
             threading.Thread(target=self.registry.poll_forever, args=(s.poll_interval_s, self._stop_polling),
                              name="seqlens-poll", daemon=True).start()
@@ -105,30 +112,55 @@ class SeqlensServer:
             await self.health.set(name, status)
 
     async def drain(self, grace_s: float | None = None) -> None:
-        """Health NOT_SERVING, refuse new calls with UNAVAILABLE, let in-flight calls finish."""
-        if self._server is None or self._stopped.is_set():
+        """Stop gracefully within ``grace_s`` (default ``Settings.drain_grace_s``). Idempotent: a
+        second SIGTERM waits for the same drain.
+
+        1. Health goes NOT_SERVING (probes and load balancers stop sending) and new calls are
+           refused with UNAVAILABLE before they start (clients retry on another replica),
+           while the listener stays open.
+        2. In-flight calls finish (queued predictions included), and the drain waits until no
+           call has arrived for ``Settings.drain_quiet_s``: grpc cancels calls it has accepted
+           but not yet handed to the server when it stops, so stopping while calls are in
+           transit would cut them instead of refusing them.
+        3. The gRPC server stops; calls still running at the grace deadline are cancelled.
+        """
+        if self._server is None:
             return
-        grace = self.settings.drain_grace_s if grace_s is None else grace_s
-        log.info("draining", extra={"grace_s": grace})
+        if self._drain_task is None:
+            grace = self.settings.drain_grace_s if grace_s is None else grace_s
+            self._drain_task = asyncio.ensure_future(self._drain(self._server, grace))
+        await asyncio.shield(self._drain_task)
+
+    async def _drain(self, server: grpc.aio.Server, grace: float) -> None:
+        deadline = time.monotonic() + grace
+        quiet = self.settings.drain_quiet_s
         self.dataplane.draining = True
-        await self._set_health(False)
+        await self.health.enter_graceful_shutdown()  # NOT_SERVING everywhere, and it stays so
         self._stop_polling.set()
-        await self._server.stop(grace)
+        log.info("draining", extra={"grace_s": grace, "inflight": self._calls.active})
+        calls = self._calls
+        while time.monotonic() < deadline and (calls.active > 0 or time.monotonic() - calls.last_arrival < quiet):
+            await asyncio.sleep(0.005)
+        # Left now: open health watches, or calls past the grace deadline (cancelled by stop).
+        unfinished = calls.active
+        await server.stop(max(0.0, min(_STOP_GRACE_S, deadline - time.monotonic())))
         await self.dataplane.close()
+        self.metrics.stop()
         self._stopped.set()
-        log.info("stopped")
+        log.info("stopped", extra={"unfinished": unfinished})
 
     async def wait(self) -> None:
         await self._stopped.wait()
 
 
 async def run(settings: Settings, repository: Path) -> None:
+    """``seqlens serve``: start, log one ready line (JSON fields port, metrics_port), drain on SIGTERM."""
     server = SeqlensServer(settings, repository)
     await server.start()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, lambda: asyncio.ensure_future(server.drain()))
-    models = {r.name: r.state.value for r in server.registry.records()}
+    models = {f"{r.name}/{r.version}": r.state.value for r in server.registry.records()}
     log.info(f"seqlens ready: gRPC on {settings.host}:{server.port}, metrics on :{server.metrics_port}",
              extra={"port": server.port, "metrics_port": server.metrics_port, "repository": str(repository),
                     "models": models})
