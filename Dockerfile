@@ -60,6 +60,7 @@ COPY --from=builder /opt/seqlens/demo /opt/seqlens/demo
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
+    OPENBLAS_NUM_THREADS=1 \
     HOME=/tmp \
     TMPDIR=/tmp \
     SEQLENS_CACHE_DIR=/tmp/seqlens-cache \

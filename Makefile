@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml clients/python/pyproject.toml
 	touch $(STAMP)
 
 serve: install ## build the demo models on first use, then serve them on :50051
-	$(VENV)/bin/seqlens serve $(ARGS)
+	OPENBLAS_NUM_THREADS=1 $(VENV)/bin/seqlens serve $(ARGS)
 
 demo: install
 	$(VENV)/bin/seqlens build-demo

@@ -26,19 +26,31 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from .grpc.server import run
     from .logs import setup_logging
 
+    from pydantic import ValidationError
+
     overrides = {flag[2:].replace("-", "_"): getattr(args, flag[2:].replace("-", "_"))
                  for flag, _, _ in _SERVE_FLAGS}
-    settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
+    try:
+        settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        print(f"seqlens: invalid settings: {problems}", file=sys.stderr)
+        return 2
     setup_logging(settings.log_level, settings.log_json)
     repository = settings.model_repository
     if repository is None:
         from .demo import ensure_demo_repository
 
-        repository = ensure_demo_repository(progress=lambda line: print(line, file=sys.stderr, flush=True))
+        repository = ensure_demo_repository(settings.cache_dir,
+                                            progress=lambda line: print(line, file=sys.stderr, flush=True))
     if not repository.is_dir():
         print(f"seqlens: model repository {repository} is not a folder", file=sys.stderr)
         return 2
-    asyncio.run(run(settings, repository))
+    try:
+        asyncio.run(run(settings, repository))
+    except ValueError as exc:  # TLS files that do not form a usable configuration
+        print(f"seqlens: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

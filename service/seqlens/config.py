@@ -19,6 +19,15 @@ class Settings(BaseSettings):
     metrics_port: int = Field(9090, ge=-1, le=65535,
                               description="Prometheus /metrics port (0 = pick a free one, -1 = off).")
     max_message_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="Largest gRPC message accepted.")
+    health_port: int = Field(
+        -1, ge=-1, le=65535,
+        description="Extra plaintext listener serving only grpc.health.v1 (-1 = off): Kubernetes' native "
+                    "gRPC probes cannot speak TLS, so TLS deployments probe this port.")
+    max_connection_age_s: float = Field(
+        300.0, ge=0, description="Close client connections after this age (0 = never) so that dns:/// "
+                                 "round-robin clients re-resolve and spread over new replicas.")
+    cache_dir: Path | None = Field(
+        None, description="Cache folder for the demo repository (SEQLENS_CACHE_DIR; default ~/.cache/seqlens).")
 
     # --- security ------------------------------------------------------------------
     tls_cert: Path | None = Field(None, description="PEM server certificate (enables TLS with tls_key).")

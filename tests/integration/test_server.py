@@ -252,3 +252,19 @@ def test_new_version_is_picked_up_and_removed_version_unloaded(tmp_path: Path, s
         assert stub.Predict(pinned).model_version == "1"
         shutil.rmtree(repo / "m" / "2")
         _wait_for(lambda: stub.Predict(req).model_version == "1")
+
+
+def test_health_port_and_liveness_name(tmp_path: Path, start_server) -> None:  # type: ignore[no-untyped-def]
+    """Probes: a plaintext health-only listener, and "liveness" SERVING even with no READY model."""
+    repo = tmp_path / "repo"
+    export_tiny(repo, "broken", seed=2)
+    (repo / "broken" / "1" / "model.onnx").write_bytes(b"not onnx")
+    srv = start_server(repo, health_port=0)
+    assert srv.server.health_port > 0
+    with grpc.insecure_channel(f"127.0.0.1:{srv.server.health_port}") as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        check = health.Check
+        assert check(health_pb2.HealthCheckRequest(service="liveness")).status == health_pb2.HealthCheckResponse.SERVING
+        assert check(health_pb2.HealthCheckRequest()).status == health_pb2.HealthCheckResponse.NOT_SERVING
+        code, _ = _code(service_pb2_grpc.SequenceExplainerStub(channel).ListModels, models_pb2.ListModelsRequest())
+        assert code == grpc.StatusCode.UNIMPLEMENTED  # only health on this port

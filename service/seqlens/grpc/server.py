@@ -29,6 +29,7 @@ from .servicers import InferenceServicer, SequenceExplainerServicer
 
 log = logging.getLogger(__name__)
 
+LIVENESS = "liveness"  # health name for startup/liveness probes
 _STOP_GRACE_S = 0.2  # after the drain: for open health watches to see NOT_SERVING
 
 SERVICE_NAMES = (
@@ -54,6 +55,8 @@ class SeqlensServer:
         self._stop_polling = threading.Event()
         self.port = 0
         self.metrics_port = 0
+        self.health_port = 0
+        self._health_server: grpc.aio.Server | None = None
         self._stopped = asyncio.Event()
         self._drain_task: asyncio.Future[None] | None = None
         # error mapping, metrics, request ids; refuses new calls while draining, counts in-flight ones
@@ -75,9 +78,17 @@ class SeqlensServer:
         if tokens.enabled:
             interceptors.append(AuthInterceptor(tokens))
         interceptors.append(self._calls)
-        opts = [("grpc.max_receive_message_length", s.max_message_bytes),
-                ("grpc.max_send_message_length", s.max_message_bytes),
-                ("grpc.so_reuseport", 0)]
+        opts: list[tuple[str, int]] = [
+            ("grpc.max_receive_message_length", s.max_message_bytes),
+            ("grpc.max_send_message_length", s.max_message_bytes),
+            ("grpc.so_reuseport", 0),
+            # Accept the SDK's keepalive pings (every 30 s or more, also between calls).
+            ("grpc.keepalive_permit_without_calls", 1),
+            ("grpc.http2.min_ping_interval_without_data_ms", 20_000),
+        ]
+        if s.max_connection_age_s > 0:
+            opts += [("grpc.max_connection_age_ms", int(s.max_connection_age_s * 1000)),
+                     ("grpc.max_connection_age_grace_ms", int(s.drain_grace_s * 1000))]
         server = grpc.aio.server(interceptors=interceptors, options=opts)
         service_pb2_grpc.add_SequenceExplainerServicer_to_server(SequenceExplainerServicer(self.dataplane), server)
         oip_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(self.dataplane), server)
@@ -93,6 +104,14 @@ class SeqlensServer:
             self.port = server.add_insecure_port(address)
         await server.start()
         self._server = server
+        if s.health_port >= 0:
+            self._health_server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+            health_pb2_grpc.add_HealthServicer_to_server(self.health, self._health_server)
+            self.health_port = self._health_server.add_insecure_port(f"{s.host}:{s.health_port}")
+            await self._health_server.start()
+        # "liveness": SERVING while the process answers, whatever the models do (probes that
+        # restart the pod must not fire while an empty repository is polled).
+        await self.health.set(LIVENESS, health_pb2.HealthCheckResponse.SERVING)
         if s.metrics_port >= 0:
             self.metrics_port = self.metrics.serve(s.host, s.metrics_port)
         await self._set_health(self.dataplane.ready())
@@ -144,6 +163,8 @@ class SeqlensServer:
         # Left now: open health watches, or calls past the grace deadline (cancelled by stop).
         unfinished = calls.active
         await server.stop(max(0.0, min(_STOP_GRACE_S, deadline - time.monotonic())))
+        if self._health_server is not None:
+            await self._health_server.stop(0)
         await self.dataplane.close()
         self.metrics.stop()
         self._stopped.set()
@@ -155,6 +176,7 @@ class SeqlensServer:
 
 async def run(settings: Settings, repository: Path) -> None:
     """``seqlens serve``: start, log one ready line (JSON fields port, metrics_port), drain on SIGTERM."""
+    TlsFiles.from_settings(settings.tls_cert, settings.tls_key, settings.tls_client_ca)  # fail before loading
     server = SeqlensServer(settings, repository)
     await server.start()
     loop = asyncio.get_running_loop()
