@@ -34,6 +34,9 @@ def generate(out: Path) -> None:
             f"--pyi_out={out}", f"--grpc_python_out={out}", *protos]
     if protoc.main(args) != 0:
         raise SystemExit("protoc failed")
+    for path in out.rglob("*_pb2_grpc.py"):
+        if "class " not in path.read_text():
+            path.unlink()  # protoc writes a gRPC module even for files without services
     for path in out.rglob("*.py*"):
         text = _IMPORT.sub(lambda m: f"{m.group(1)} {PREFIX}.{m.group(2)}{m.group(3)}", path.read_text())
         path.write_text(text)
