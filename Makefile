@@ -39,8 +39,10 @@ lint: install
 typecheck: install
 	$(VENV)/bin/mypy service/seqlens clients/python/seqlens_client
 
-bench: install
-	$(PY) bench/run_all.py
+bench: install ## side-by-side ratios (minutes; run on an otherwise idle machine)
+	$(PY) bench/bench_explain.py
+	$(PY) bench/bench_predict.py --rounds 5 --seconds 1.5
+	$(PY) bench/bench_summaries.py --repeats 61
 
 clean:
 	rm -rf $(VENV) .pytest_cache
