@@ -4,10 +4,11 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.seqlens-installed
+TEST_STAMP := $(VENV)/.seqlens-test-installed
 # Every install path pins the CPU build of torch first; an unpinned torch pulls CUDA.
 TORCH := torch==2.13.0
 
-.PHONY: install serve test demo protos protos-check lint typecheck bench clean
+.PHONY: install install-test serve test demo protos protos-check lint typecheck bench clean
 
 install: $(STAMP)
 
@@ -15,8 +16,14 @@ $(STAMP): pyproject.toml clients/python/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --upgrade pip
 	$(PIP) install $(TORCH)
-	$(PIP) install -e ./clients/python -e '.[test]'
+	$(PIP) install -e ./clients/python -e .
 	touch $(STAMP)
+
+install-test: $(TEST_STAMP)
+
+$(TEST_STAMP): $(STAMP)
+	$(PIP) install -e '.[test]'
+	touch $(TEST_STAMP)
 
 serve: install ## build the demo models on first use, then serve them on :50051
 	OPENBLAS_NUM_THREADS=1 $(VENV)/bin/seqlens serve $(ARGS)
@@ -24,22 +31,22 @@ serve: install ## build the demo models on first use, then serve them on :50051
 demo: install
 	$(VENV)/bin/seqlens build-demo
 
-test: install
+test: install-test
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
-protos: install
+protos: install-test
 	$(PY) scripts/gen_protos.py
 
-protos-check: install
+protos-check: install-test
 	$(PY) scripts/gen_protos.py --check
 
-lint: install
+lint: install-test
 	$(VENV)/bin/ruff check service clients tests bench scripts
 
-typecheck: install
+typecheck: install-test
 	$(VENV)/bin/mypy service/seqlens clients/python/seqlens_client
 
-bench: install ## side-by-side ratios (minutes; run on an otherwise idle machine)
+bench: install-test ## side-by-side ratios (minutes; run on an otherwise idle machine)
 	$(PY) bench/bench_explain.py
 	$(PY) bench/bench_predict.py --rounds 5 --seconds 1.5
 	$(PY) bench/bench_summaries.py --repeats 61
