@@ -202,7 +202,7 @@ def test_deadline_reaches_the_server_and_stops_the_wait(scripted: Any) -> None:
             c.list_models(timeout=0.3)
         assert time.monotonic() - start < 1.5
     remaining = slow.time_remaining[0]
-    assert remaining is not None and remaining <= 0.3  # the deadline travelled (<= 0 when the VM is busy)
+    assert remaining is not None and remaining <= 0.35  # the deadline travelled (<= 0 when the VM is busy)
 
 
 def test_every_call_carries_the_token_and_extra_metadata(scripted: Any) -> None:

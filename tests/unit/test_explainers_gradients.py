@@ -3,6 +3,7 @@ flush-to-zero, deadlines and cancellation."""
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import threading
 import time
@@ -22,8 +23,8 @@ from captum.attr import (
     Saliency,
 )
 from seqlens import load_model
-from seqlens.errors import DeadlineExceeded
-from seqlens.explainers import gradient_shap, integrated_gradients, smoothgrad
+from seqlens.errors import DeadlineExceeded, InvalidInput
+from seqlens.explainers import gradient_shap, integrated_gradients, kronrod, smoothgrad
 from seqlens.explainers.control import Cancelled, WorkControl
 from seqlens.explainers.gradients import gradient_at, init_gradient_thread
 from seqlens.explainers.input_x_gradient import InputXGradient as OurInputXGradient
@@ -157,12 +158,25 @@ def test_completeness_delta_is_what_is_reported(family: Family, name: str) -> No
 
 
 # --- adaptive IG -------------------------------------------------------------------------
+def test_gauss_kronrod_pair_is_nested_and_exact_to_its_degrees() -> None:
+    pair = kronrod.PAIR
+    nodes, gauss = pair.nodes, pair.gauss  # on [0,1]
+    g_nodes, g_weights = np.polynomial.legendre.leggauss(7)  # numpy's Gauss-Legendre as the oracle
+    assert np.allclose(nodes[gauss > 0], 0.5 * (g_nodes + 1)) and np.allclose(gauss[gauss > 0], 0.5 * g_weights)
+    for k in range(24):  # Kronrod 15: exact to degree 22 (23 by symmetry); Gauss 7: to 13
+        assert pair.kronrod @ nodes**k == pytest.approx(1 / (k + 1), rel=1e-13)
+        if k <= 13:
+            assert gauss @ nodes**k == pytest.approx(1 / (k + 1), rel=1e-13)
+
+
+@pytest.mark.parametrize("rule", ["gausslegendre", "riemann_trapezoid"])
 @pytest.mark.parametrize("name", ["lstm_tokens_cls", "lstm_features_bi2_cls", "gru_tokens_bi_tag"])
-def test_adaptive_ig_meets_its_tolerance(family: Family, name: str) -> None:
+def test_adaptive_ig_meets_its_tolerance(family: Family, name: str, rule: str) -> None:
     loaded = family(name)
     problem = make_problem(loaded, sample_values(loaded, length=20, seed=7))
     tol = 0.01
-    plan = integrated_gradients.plan(MethodOptions("integrated_gradients", adaptive=True, tolerance=tol),
+    plan = integrated_gradients.plan(MethodOptions("integrated_gradients", adaptive=True, tolerance=tol,
+                                                   quadrature=rule),  # type: ignore[arg-type]
                                      _ctx(problem.length))
     ours = plan.run(problem)
     assert ours.converged
@@ -170,25 +184,67 @@ def test_adaptive_ig_meets_its_tolerance(family: Family, name: str) -> None:
     assert abs(ours.convergence_delta) <= tol * gap + integrated_gradients.DELTA_FLOOR
     reference = integrate(problem, "gausslegendre", 512)
     assert relative_l1(torch.from_numpy(ours.full), reference) <= tol
-    assert ours.n_steps in plan.ladder()
+    if rule == "gausslegendre":  # panels of 15 rows: 2 to start, then 2 or 3 per refined panel
+        assert plan.panels == 2 and ours.n_steps % 15 == 0 and 30 <= ours.n_steps <= plan.cap
+    else:
+        assert ours.n_steps in plan.ladder()
 
 
-def test_adaptive_ig_reports_not_converged_at_its_step_cap(family: Family) -> None:
+def _sharpened(loaded: LoadedVersion, scale: float) -> LoadedVersion:
+    """A copy of the model with its first recurrent layer's input weights scaled: saturated
+    gates make the IG path turn sharply on a short stretch (as on the trained sentiment model)."""
+    module = copy.deepcopy(loaded.torch_module)
+    rnn = next(m for m in module.modules() if isinstance(m, torch.nn.LSTM))
+    with torch.no_grad():
+        rnn.weight_ih_l0.mul_(scale)
+    return dataclasses.replace(loaded, torch_module=module)
+
+
+def test_adaptive_ig_refines_a_sharp_path_within_tolerance(family: Family) -> None:
+    loaded = _sharpened(family("lstm_tokens_cls"), 200.0)
+    problem = make_problem(loaded, sample_values(loaded, length=12, seed=0))
+    plan = integrated_gradients.plan(MethodOptions("integrated_gradients", adaptive=True, tolerance=0.01),
+                                     _ctx(problem.length))
+    ours = plan.run(problem)
+    fine = integrate(problem, "gausslegendre", 1024)
+    assert relative_l1(integrate(problem, "gausslegendre", 16), fine) > 0.01  # 16 nodes are not enough here
+    assert relative_l1(integrate(problem, "gausslegendre", 512), fine) < 1e-4  # the reference has converged
+    assert ours.converged and ours.n_steps > 30  # it refined panels beyond the first two
+    assert relative_l1(torch.from_numpy(ours.full), fine) <= 0.01
+
+
+@pytest.mark.parametrize("rule", ["gausslegendre", "riemann_trapezoid"])
+def test_adaptive_ig_reports_not_converged_at_its_step_cap(family: Family, rule: str) -> None:
     problem = make_problem(family("lstm_tokens_cls"), sample_values(family("lstm_tokens_cls"), length=20))
     plan = integrated_gradients.plan(
-        MethodOptions("integrated_gradients", adaptive=True, tolerance=1e-9, n_steps=4, max_steps=16),
+        MethodOptions("integrated_gradients", adaptive=True, tolerance=1e-9, n_steps=8, max_steps=32,
+                      quadrature=rule),  # type: ignore[arg-type]
         _ctx(problem.length))
-    assert plan.ladder() == [4, 8, 16]
     ours = plan.run(problem)
-    assert not ours.converged and ours.n_steps == 16
+    if rule == "gausslegendre":  # one panel (15 rows); refining it (30 or 45 more) would pass 32
+        assert plan.panels == 1 and ours.n_steps == 15
+    else:
+        assert plan.ladder() == [8, 16, 32] and ours.n_steps == 32
+    assert not ours.converged
 
 
-def test_adaptive_cap_follows_the_work_budget() -> None:
+@pytest.mark.parametrize("rule", ["gausslegendre", "riemann_trapezoid"])
+def test_adaptive_cap_follows_the_work_budget(rule: str) -> None:
     ctx = _ctx(100)
     budget = 100 * (8 + 16 + 32 + 40)  # room for the rungs 8, 16, 32; not for 64
-    plan = integrated_gradients.plan(MethodOptions("integrated_gradients", adaptive=True),
+    plan = integrated_gradients.plan(MethodOptions("integrated_gradients", adaptive=True,
+                                                   quadrature=rule),  # type: ignore[arg-type]
                                      dataclasses.replace(ctx, adaptive_budget=budget))
-    assert plan.ladder() == [8, 16, 32] and plan.work <= 100 * 96
+    if rule == "gausslegendre":  # Gauss-Kronrod: gradient rows in all
+        assert plan.cap == 96 and plan.work == budget
+    else:
+        assert plan.ladder() == [8, 16, 32] and plan.work <= 100 * 96
+
+
+def test_adaptive_gauss_kronrod_needs_room_for_one_panel() -> None:
+    with pytest.raises(InvalidInput, match="max_steps is 12; adaptive Gauss-Kronrod needs at least 15"):
+        integrated_gradients.plan(MethodOptions("integrated_gradients", adaptive=True, n_steps=4, max_steps=12),
+                                  _ctx(10))
 
 
 # --- saliency, input x gradient ----------------------------------------------------------

@@ -1,0 +1,57 @@
+"""Every trained demo model answers through the SDK and through a stock OIP client
+(tritonclient, in its own process) with equal results, and makes sensible predictions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from safetensors.numpy import load_file
+
+from seqlens import load_model
+from seqlens.demo import DEMO_MODELS
+from seqlens_client import Client
+from tests.factories import oip_calls
+
+
+def _reference_inputs(repo: Path, name: str, count: int = 4) -> list[np.ndarray]:
+    """A few real training sequences stored with the version (reference.safetensors)."""
+    ref = load_file(str(repo / name / "1" / "reference.safetensors"))
+    return [ref["inputs"][i, : int(ref["lengths"][i])] for i in range(count)]
+
+
+@pytest.mark.parametrize("name", DEMO_MODELS)
+def test_demo_model_predicts_alike_through_sdk_and_tritonclient(demo_repository: Path, demo_server: Any,
+                                                                name: str) -> None:
+    seqs = _reference_inputs(demo_repository, name)
+    with Client(demo_server.target, timeout=60) as client:
+        sdk = client.predict(name, [s.tolist() if s.dtype == np.int64 else s for s in seqs])
+    assert sdk.model_version == "1"
+
+    t_max = max(len(s) for s in seqs)
+    padded = np.zeros((len(seqs), t_max, *seqs[0].shape[1:]), dtype=seqs[0].dtype)
+    for i, s in enumerate(seqs):
+        padded[i, : len(s)] = s
+    lengths = [len(s) for s in seqs]
+    dtype = "INT64" if padded.dtype == np.int64 else "FP32"
+    [infer] = oip_calls(demo_server.target, [{"op": "infer", "model": name, "inputs": [
+        {"name": "inputs", "datatype": dtype, "data": padded.tolist()},
+        {"name": "lengths", "datatype": "INT64", "data": lengths}]}])
+    oip = np.asarray(infer["ok"]["outputs"], dtype=np.float32)
+
+    loaded = load_model(demo_repository, name)
+    per_step = loaded.config.architecture.head == "per_step"
+    for i, (pred, s) in enumerate(zip(sdk, seqs)):
+        alone = loaded.onnx.run(s[None], np.array([len(s)]))[0]
+        np.testing.assert_allclose(pred.scores, alone, atol=1e-4, rtol=1e-5)
+        np.testing.assert_allclose(oip[i, : len(s)] if per_step else oip[i], alone, atol=1e-4, rtol=1e-5)
+
+
+def test_sentiment_and_ner_make_sensible_predictions(demo_server: Any) -> None:
+    with Client(demo_server.target, timeout=60) as client:
+        pos, neg = client.predict("sentiment", ["a gorgeous, witty, moving film", "a dull, boring mess"])
+        assert (pos.label, neg.label) == ("positive", "negative")
+        [tags] = client.predict("ner", "i love new york in the spring")
+        assert len(tags.step_labels) == 7 and tags.tokens[2].text == "new"
