@@ -138,6 +138,27 @@ def test_token_errors_are_precise_and_never_echo_the_token(token_server: ServerT
             assert message in info.value.details() and "012345678" not in info.value.details()
 
 
+def test_refused_tokens_are_counted_in_metrics(token_server: ServerThread) -> None:
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    def refused() -> float:
+        url = f"http://127.0.0.1:{token_server.server.metrics_port}/metrics"
+        text = urllib.request.urlopen(url, timeout=10).read().decode()
+        return sum(s.value for f in text_string_to_metric_families(text) for s in f.samples
+                   if s.name == "seqlens_requests_total" and s.labels.get("code") == "UNAUTHENTICATED"
+                   and s.labels.get("rpc") == "ListModels")
+
+    before = refused()
+    with grpc.insecure_channel(token_server.target) as channel:
+        stub = service_pb2_grpc.SequenceExplainerStub(channel)
+        for _ in range(3):
+            with pytest.raises(grpc.RpcError):
+                stub.ListModels(models_pb2.ListModelsRequest(), timeout=10)
+    assert refused() == before + 3
+
+
 def test_token_file_rotation_is_picked_up(repo: Path, tmp_path: Path) -> None:
     path = _token_file(tmp_path, ("first-token-0123456789",))
     with ServerThread(repo, auth_token_file=path, poll_interval_s=0) as srv, \

@@ -73,11 +73,11 @@ class SeqlensServer:
         s = self.settings
         torch.set_num_threads(s.torch_threads)
         await asyncio.to_thread(self.registry.refresh)
-        interceptors: list[grpc.aio.ServerInterceptor] = []
+        # The call interceptor runs first so that refused tokens are counted and timed too.
+        interceptors: list[grpc.aio.ServerInterceptor] = [self._calls]
         tokens = TokenStore(s.auth_token_file, s.auth_token)
         if tokens.enabled:
             interceptors.append(AuthInterceptor(tokens))
-        interceptors.append(self._calls)
         opts: list[tuple[str, int]] = [
             ("grpc.max_receive_message_length", s.max_message_bytes),
             ("grpc.max_send_message_length", s.max_message_bytes),
