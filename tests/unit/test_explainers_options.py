@@ -159,3 +159,11 @@ def test_every_method_on_every_input_kind_with_faithfulness_and_state(family: Fa
             assert att.faithfulness is not None and len(att.faithfulness.comprehensiveness) == 5
         assert result.state and [s for s, _ in result.timings] == [
             "tokenize", "onnx", "gradient", "summary", "faithfulness"]
+
+
+def test_default_step_counts_follow_a_lower_server_cap(family: Family) -> None:
+    """A server capped below IG's default of 50 steps still serves default requests."""
+    loaded = family("lstm_tokens_cls")
+    request = ExplainRequest(loaded.name, SequenceInput(text="the film was witty"))
+    (att,) = explain(loaded, request, Settings(max_steps=20)).attributions
+    assert att.n_steps == 20 and abs(att.convergence_delta) < 1e-2 * max(1.0, abs(att.target_at_input))

@@ -71,8 +71,9 @@ class Plan(Protocol):
 
 
 def count_option(value: int, default: int, field: str, ctx: PlanContext, *, minimum: int = 1) -> int:
-    """A step or sample count: 0 -> default; at most Settings.max_steps."""
-    n = value or default
+    """A step or sample count: 0 -> the default (lowered to Settings.max_steps when the server
+    caps below it); a caller's explicit count above the cap is refused."""
+    n = value or min(default, max(ctx.max_steps, minimum))
     if n < minimum:
         raise InvalidInput(f"{field} is {n}; it must be at least {minimum}")
     if n > ctx.max_steps:
