@@ -10,8 +10,9 @@ A: Explain over gRPC on loopback, against a ``seqlens serve`` subprocess (defaul
   returns the delta), at T = 32, 128, 512; "max rel diff" compares the per-token scores.
 - occlusion: Explain occlusion (window 1) vs Captum Occlusion (defaults: one perturbation per
   forward) and vs FeatureAblation with perturbations_per_eval = T (its best setting).
-- adaptive IG (tolerance 0.01) vs Captum LIG at n_steps = 50; "error" is the relative L1
-  distance of the per-token scores to a 512-step Gauss-Legendre reference.
+- adaptive IG (tolerance 0.01) vs Captum LIG at n_steps = 50, and vs Captum at the smallest
+  n_steps per input within 1% (equal accuracy); "error" is the relative L1 distance of the
+  per-token scores to a 512-step Gauss-Legendre reference. ``--only adaptive`` runs these rows.
 - peak RSS of IG (50 steps) at T = 4096, in a fresh subprocess each, with the default
   Settings.gradient_chunk_elements and with chunking off.
 Models: an LSTM 64 -> 128 with random weights (the DESIGN pitfall's size), plus the trained
@@ -44,6 +45,7 @@ from seqlens_client._proto.seqlens.v1 import explain_pb2, models_pb2, service_pb
 
 VOCAB = ["<pad>", "<unk>", *[f"w{i}" for i in range(998)]]
 STEPS = 50
+CAPTUM_LADDER = (50, 100, 200, 400, 512)  # Captum n_steps tried for the equal-accuracy comparison
 REVIEWS = [
     ("a thoroughly enjoyable film with a witty script , wonderful performances and a story that never "
      "loses its nerve , even when the plot takes one turn too many in the last act"),
@@ -224,21 +226,37 @@ def occlusion_rows(case: Case, repeats: int, defaults: bool) -> list[dict[str, s
     return out
 
 
-def adaptive_row(cases: list[Case], repeats: int) -> dict[str, str]:
-    """Adaptive IG vs Captum n=50, summed over the cases; error vs a 512-step reference."""
+def adaptive_rows(cases: list[Case], repeats: int) -> list[dict[str, str]]:
+    """Adaptive IG vs Captum, summed over the cases; errors vs a 512-step reference.
+
+    Two Captum baselines: n_steps = 50 (the DESIGN's target; its error is reported, and it
+    need not meet 1%) and, per input, the smallest n in CAPTUM_LADDER whose error is <= 1%
+    (the same accuracy as adaptive IG is asked for).
+    """
     adaptive = explain_pb2.AttributionMethod(name="integrated_gradients", adaptive=True, tolerance=0.01)
     reference = explain_pb2.AttributionMethod(name="integrated_gradients", n_steps=512)
     refs = [decode(c.explain(reference).attributions[0].scores) for c in cases]
     ta, tb, resps, captum = ab(lambda: [c.explain(adaptive) for c in cases],
                                lambda: [c.captum_ig() for c in cases], repeats)
-    pairs = zip(resps, refs, strict=True)  # type: ignore[call-overload]
-    errors = [rel_l1(decode(r.attributions[0].scores), ref) for r, ref in pairs]
+    atts = [r.attributions[0] for r in resps]  # type: ignore[attr-defined]
+    errors = [rel_l1(decode(a.scores), ref) for a, ref in zip(atts, refs, strict=True)]
     theirs = [rel_l1(c, ref) for c, ref in zip(captum, refs, strict=True)]  # type: ignore[call-overload]
-    steps = [r.attributions[0].n_steps for r in resps]  # type: ignore[attr-defined]
-    lengths = sorted({len(c.ids) for c in cases})
-    note = (f"{len(cases)} inputs, T {lengths[0]}-{lengths[-1]}; final steps {steps}; error vs 512 steps: "
-            f"adaptive max {max(errors):.1e}, Captum n=50 max {max(theirs):.1e}")
-    return row(f"adaptive IG {cases[0].model} vs Captum n=50", ta, tb, "<= 0.5x", note)
+    lengths = [len(c.ids) for c in cases]
+    note = (f"T {lengths}; adaptive rows {[a.n_steps for a in atts]}, converged {all(a.converged for a in atts)}, "
+            f"error vs 512 steps {fmt(errors)}; Captum n=50 error {fmt(theirs)}")
+    rows = [row(f"adaptive IG {cases[0].model} vs Captum n=50", ta, tb, "<= 0.5x", note)]
+    same = [next((n for n in CAPTUM_LADDER if rel_l1(c.captum_ig(n), ref) <= 0.01), CAPTUM_LADDER[-1])
+            for c, ref in zip(cases, refs, strict=True)]
+    if same != [STEPS] * len(cases):
+        ta, tb, _, _ = ab(lambda: [c.explain(adaptive) for c in cases],
+                          lambda: [c.captum_ig(n) for c, n in zip(cases, same, strict=True)], repeats)
+        rows.append(row(f"adaptive IG {cases[0].model} vs Captum at 1% error", ta, tb, "(fairness check)",
+                        f"Captum n_steps per input {same} (smallest of {list(CAPTUM_LADDER)} within 1%)"))
+    return rows
+
+
+def fmt(values: list[float]) -> str:
+    return "[" + ", ".join(f"{v:.0e}" for v in values) + "]"
 
 
 RSS_SCRIPT = """
@@ -297,6 +315,7 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--demo", default="auto", help="auto (use it if built), none, or a repository path")
     parser.add_argument("--skip-rss", action="store_true")
+    parser.add_argument("--only", choices=["all", "adaptive"], default="all", help="adaptive: the adaptive IG rows")
     parser.add_argument("--captum-threads", type=int, default=1,
                         help="torch threads for Captum (the server runs with Settings.torch_threads = 1)")
     args = parser.parse_args()
@@ -307,17 +326,21 @@ def main() -> int:
         models = make_repository(repo, demo)
         server = Server(repo)
         try:
-            rows = [ig_row(Case(server, repo, "lstm", t), args.repeats) for t in (32, 128, 512)]
-            rows += occlusion_rows(Case(server, repo, "lstm", 128), args.repeats, defaults=True)
-            rows += occlusion_rows(Case(server, repo, "lstm", 512), args.repeats, defaults=False)
+            rows = []
+            if args.only == "all":
+                rows += [ig_row(Case(server, repo, "lstm", t), args.repeats) for t in (32, 128, 512)]
+                rows += occlusion_rows(Case(server, repo, "lstm", 128), args.repeats, defaults=True)
+                rows += occlusion_rows(Case(server, repo, "lstm", 512), args.repeats, defaults=False)
             few = max(3, args.repeats // 2)
-            rows.append(adaptive_row([Case(server, repo, "lstm", 64, seed=s) for s in range(5)], few))
+            rows += adaptive_rows([Case(server, repo, "lstm", 64, seed=s) for s in range(5)], few)
             if "sentiment" in models:
                 reviews = [Case(server, repo, "sentiment", text=text) for text in REVIEWS]
-                rows += [ig_row(reviews[0], args.repeats), adaptive_row(reviews, few)]
+                if args.only == "all":
+                    rows.append(ig_row(reviews[0], args.repeats))
+                rows += adaptive_rows(reviews, few)
         finally:
             server.close()
-        if not args.skip_rss:
+        if not args.skip_rss and args.only == "all":
             rows += rss_rows(repo)
     print(f"torch {torch.__version__}; Captum in process with {torch.get_num_threads()} torch thread(s); "
           f"seqlens serve subprocess with default settings; medians of {args.repeats} alternating runs")

@@ -245,6 +245,13 @@ def test_adaptive_gauss_kronrod_needs_room_for_one_panel() -> None:
     with pytest.raises(InvalidInput, match="max_steps is 12; adaptive Gauss-Kronrod needs at least 15"):
         integrated_gradients.plan(MethodOptions("integrated_gradients", adaptive=True, n_steps=4, max_steps=12),
                                   _ctx(10))
+    with pytest.raises(InvalidInput, match="at least 15 steps .* the server's max_steps is 10"):
+        integrated_gradients.plan(MethodOptions("integrated_gradients", adaptive=True),
+                                  dataclasses.replace(_ctx(10), max_steps=10))
+    riemann = integrated_gradients.plan(MethodOptions("integrated_gradients", adaptive=True,
+                                                      quadrature="riemann_trapezoid"),
+                                        dataclasses.replace(_ctx(10), max_steps=10))
+    assert riemann.ladder() == [8]  # the Riemann ladder still serves such a server
 
 
 # --- saliency, input x gradient ----------------------------------------------------------

@@ -3,9 +3,13 @@
 attr = (x - b) * sum_k w_k * grad f(b + a_k (x - b)), with nodes a_k and weights w_k of
 Gauss-Legendre (default, mapped to [0,1]) or a Riemann rule (left, right, middle,
 trapezoid: Captum's, whose trapezoid weights sum to (n-1)/n). Fixed ``n_steps``, or
-adaptive: n, 2n, 4n, ... until |delta| <= tol x |f(x) - f(b)| (+1e-6 for float32 noise)
-**and** the attributions moved by less than tol (relative L1 over the full [T,D]
-attribution) since the previous rung, or the step cap.
+adaptive until |delta| <= tol x |f(x) - f(b)| (+1e-6 for float32 noise) **and** the
+attributions moved by less than tol (relative L1 over the full [T,D] attribution) since the
+previous refinement, or the step cap:
+- Gauss-Legendre (the default): nested Gauss-Kronrod panels refined where the path needs
+  it (``kronrod.py``); refining costs only the new points, and ``n_steps`` reports the
+  gradient rows evaluated.
+- Riemann rules: n, 2n, 4n, ... (the rungs do not share points).
 """
 
 from __future__ import annotations
@@ -22,13 +26,15 @@ from torch import Tensor
 
 from ..errors import InvalidInput
 from .gradients import gradient_attribution, run_gradient_chunks
+from .kronrod import PANEL, adaptive_integral
 from .options import MethodOptions, PlanContext, Quadrature, count_option
 from .problem import Problem
 from .result import Attribution, completeness_delta
 
 NAME = "integrated_gradients"
 DEFAULT_STEPS = 50  # Captum's default
-ADAPTIVE_START = 8
+ADAPTIVE_START = 8  # Riemann rules: the first rung
+KRONROD_START = 16  # Gauss-Legendre: the first estimate takes <= 2 x n_steps rows -> 2 panels (30 rows)
 DEFAULT_TOLERANCE = 0.01
 DELTA_FLOOR = 1e-6  # float32 rounding of f(x) - f(b)
 # numpy's leggauss solves an n x n eigenproblem: 0.6 s at n = 1024, ~8 s at 2048 (this VM).
@@ -95,8 +101,9 @@ class IntegratedGradients:
     quadrature: Quadrature
     adaptive: bool
     tolerance: float
-    cap: int  # adaptive: most steps of one rung
+    cap: int  # adaptive: most steps of one rung (Riemann), most gradient rows in all (Gauss-Kronrod)
     length: int
+    panels: int = 0  # adaptive Gauss-Kronrod: panels of the first estimate (0 = the doubling ladder)
     method: str = NAME
     runtime: Literal["torch"] = "torch"
 
@@ -110,12 +117,22 @@ class IntegratedGradients:
 
     @property
     def work(self) -> int:
+        if self.panels:
+            return self.cap * self.length
         return sum(self.ladder()) * self.length
 
     def run(self, problem: Problem) -> Attribution:
         start = time.perf_counter()
         fx, fb = problem.torch_endpoints
         gap = fx - fb
+        if self.panels:
+            outcome = adaptive_integral(problem, self.panels, self.tolerance, self.cap, gap, DELTA_FLOOR)
+            att = gradient_attribution(problem, NAME, outcome.attributions)
+            att.convergence_delta = completeness_delta(att.full, fx, fb)
+            att.has_delta, att.n_steps, att.converged = True, outcome.rows, outcome.converged
+            att.target_at_input, att.target_at_baseline = fx, fb
+            att.seconds = time.perf_counter() - start
+            return att
         previous: Tensor | None = None
         converged = not self.adaptive
         for n in self.ladder():
@@ -160,15 +177,27 @@ def plan(opts: MethodOptions, ctx: PlanContext) -> IntegratedGradients:
     if not math.isfinite(tol) or not 0 < tol < 1:
         raise InvalidInput(
             f"{NAME}.tolerance is {opts.tolerance}; it must be in (0, 1) (0 = {DEFAULT_TOLERANCE})")
-    start = count_option(opts.n_steps, ADAPTIVE_START, f"{NAME}.n_steps", ctx, minimum=minimum)
-    _check_rule(rule, start, f"{NAME}.n_steps")
-    limit = min(ctx.max_steps, MAX_GAUSS_LEGENDRE) if rule == "gausslegendre" else ctx.max_steps
+    kronrod = rule == "gausslegendre"
+    default = KRONROD_START if kronrod else ADAPTIVE_START
+    start = count_option(opts.n_steps, default, f"{NAME}.n_steps", ctx, minimum=minimum)
     if opts.max_steps:
         field = f"{NAME}.max_steps"
-        cap = _check_rule(rule, count_option(opts.max_steps, 0, field, ctx), field)
+        cap = count_option(opts.max_steps, 0, field, ctx)
         if cap < start * 2:
             raise InvalidInput(f"{NAME}.max_steps is {cap}; adaptive refinement needs at least 2 x n_steps "
                                f"= {start * 2} (n, then 2n)")
+        if kronrod and cap < PANEL:
+            raise InvalidInput(f"{NAME}.max_steps is {cap}; adaptive Gauss-Kronrod needs at least {PANEL} "
+                               "(one 15-node panel)")
+    elif kronrod:
+        if ctx.max_steps < PANEL:
+            raise InvalidInput(f"adaptive Gauss-Kronrod needs at least {PANEL} steps (one 15-node panel); the "
+                               f"server's max_steps is {ctx.max_steps} (use a Riemann quadrature)")
+        cap = max(PANEL, min(ctx.adaptive_budget // max(1, ctx.length), ctx.max_steps))
     else:
-        cap = _cap_for_budget(start, ctx.adaptive_budget, ctx.length, limit)
+        cap = _cap_for_budget(start, ctx.adaptive_budget, ctx.length, ctx.max_steps)
+    if kronrod:
+        # The first estimate (15 rows per panel) within 2 x n_steps rows, as the rungs n then 2n were.
+        panels = max(1, min(2 * start // PANEL, cap // PANEL))
+        return IntegratedGradients(start, rule, True, tol, cap, ctx.length, panels=panels)
     return IntegratedGradients(start, rule, True, tol, cap, ctx.length)
