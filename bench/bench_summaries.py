@@ -6,7 +6,9 @@ A: ``summaries.compute_state`` with every default summary (the step-by-step recu
    gates, then norms, deltas, gate means, saturation, timescales, top units, prefix predictions,
    unit contributions, active counts and PCA projections), on one sequence.
 B: ``module(inputs, lengths)`` under ``torch.no_grad()`` on the same sequence (batch 1).
-A and B alternate; each sample is the mean of ``--inner`` calls; the ratio is of the medians.
+R: ``recurrence.recompute`` alone (the part of A that is the step loop, input projections and
+   gate reordering), to show where A's time goes.
+A, B and R alternate; each sample is the mean of ``--inner`` calls; the ratio is A over B, of the medians.
 The PCA fit (once per loaded version) happens before timing and is reported on its own.
 DESIGN target: A <= 2x B. torch runs with ``--threads`` intra-op threads (server default 1).
 """
@@ -24,6 +26,7 @@ import numpy as np
 import torch
 from seqlens.export import export_model
 from seqlens.families import SequenceModel, build_model
+from seqlens.recurrence import recompute
 from seqlens.schema import ModelConfig
 from seqlens.summaries import PROJECTION_KEY, StateOptions, compute_state
 from seqlens.versions import LoadedVersion
@@ -83,17 +86,22 @@ def main() -> None:
                 with torch.no_grad():
                     return module(x, lengths)
 
-            a, b = [], []
+            def recurrence(module: SequenceModel = loaded.torch_module, values: np.ndarray = values) -> object:
+                return recompute(module, values[None], np.array([len(values)]))
+
+            a, b, r = [], [], []
             for _ in range(args.repeats):
                 a.append(sample(summaries, args.inner))
                 b.append(sample(forward, args.inner))
-            ma, mb = statistics.median(a), statistics.median(b)
-            rows.append((label, steps, mb * 1e3, ma * 1e3, ma / mb, fit_s * 1e3))
+                r.append(sample(recurrence, args.inner))
+            ma, mb, mr = statistics.median(a), statistics.median(b), statistics.median(r)
+            rows.append((label, steps, mb * 1e3, ma * 1e3, mr * 1e3, ma / mb, fit_s * 1e3))
     print(f"torch threads {args.threads}; medians of {args.repeats} alternating samples x {args.inner} calls")
-    print("| model | T | torch forward (ms) | summaries (ms) | ratio | target | first call incl. PCA fit (ms) |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
-    for label, steps, fwd, summ, ratio, fit in rows:
-        print(f"| {label} | {steps} | {fwd:.2f} | {summ:.2f} | {ratio:.2f}x | <= 2x | {fit:.0f} |")
+    print("| model | T | torch forward (ms) | summaries (ms) | of which recurrence (ms) | ratio | target "
+          "| first call incl. PCA fit (ms) |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    for label, steps, fwd, summ, rec, ratio, fit in rows:
+        print(f"| {label} | {steps} | {fwd:.2f} | {summ:.2f} | {rec:.2f} | {ratio:.2f}x | <= 2x | {fit:.0f} |")
 
 
 if __name__ == "__main__":

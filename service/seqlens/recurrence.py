@@ -2,9 +2,15 @@
 
 Each (layer, direction) reads the weights of its own single-layer module in
 ``SequenceModel.rnn[layer][direction]``; backward directions run on each sequence reversed
-within its length, as in ``families``. The loop runs over time only: each step is a few
-numpy ops on ``[directions, B, G*H]`` arrays, both directions of a layer advancing together
-(torch runs them one after the other), and input projections are one matmul per layer.
+within its length, as in ``families``. Each (layer, direction) runs one loop over time, a few
+numpy ops per step on ``[B, G*H]`` arrays, after one matmul for the input projections.
+Per-step cost is numpy call overhead (~0.3 us per ufunc on these sizes, ~65 ns per view the
+loop iterates) plus the hidden projection (~2.7 us for 128x512), so the loops keep calls
+few: 2-D ``ndarray.dot`` (no ``np.dot`` dispatch), constants as 0-d arrays (a Python float
+costs ~0.35 us more per call), outputs passed positionally. Directions run one after the
+other: advancing both together as ``[2, B, ·]`` arrays (one batched ``matmul``) made every
+step's ufuncs on the strided views slower (one layer of a bidirectional LSTM 64->128,
+T=128: 2.2 ms vs 1.85 ms).
 
 Equations (PyTorch's, gate order as in its weights, initial state zero):
 - LSTM: i,f,o = σ(·), g = tanh(·), c_t = f c_{t-1} + i g, h_t = o tanh(c_t)
@@ -72,16 +78,16 @@ def _np(t: torch.Tensor) -> np.ndarray:
 
 @dataclass
 class _Weights:
-    """One layer's weights stacked over directions, rows permuted/scaled for the step loop."""
+    """One (layer, direction)'s weights, rows permuted/scaled for the step loop."""
 
-    w_ih_t: np.ndarray  # [Dirs,E,G*H]
-    w_hh_t: np.ndarray  # [Dirs,H,G*H]
-    b_x: np.ndarray  # [Dirs,1,G*H]  biases added to the input projection
-    b_hn: np.ndarray | None  # [Dirs,1,H]  GRU: b_hn sits inside r * (.)
+    w_ih_t: np.ndarray  # [E,G*H]
+    w_hh_t: np.ndarray  # [H,G*H]
+    b_x: np.ndarray  # [G*H]  biases added to the input projection
+    b_hn: np.ndarray | None  # [H]  GRU: b_hn sits inside r * (.)
     torch_order: np.ndarray  # PyTorch gate j sits at computed index torch_order[j]
 
 
-def _layer_weights(cell: str, rnns: list[nn.Module], hidden: int) -> _Weights:
+def _direction_weights(cell: str, rnn: nn.Module, hidden: int) -> _Weights:
     h = hidden
     if cell == "lstm":
         order = np.array([0, 1, 3, 2])  # compute i,f,o,g: the three sigmoids contiguous
@@ -93,121 +99,133 @@ def _layer_weights(cell: str, rnns: list[nn.Module], hidden: int) -> _Weights:
         order = np.array([0])
         scale = np.ones(h, dtype=np.float32)
     rows = (order[:, None] * h + np.arange(h)[None, :]).reshape(-1)  # permuted weight rows
-    w_ih, w_hh, b_x, b_hn = [], [], [], []
-    for rnn in rnns:
-        wi = _np(rnn.get_parameter("weight_ih_l0"))[rows] * scale[:, None]
-        wh = _np(rnn.get_parameter("weight_hh_l0"))[rows] * scale[:, None]
-        bi = _np(rnn.get_parameter("bias_ih_l0"))[rows]
-        bh = _np(rnn.get_parameter("bias_hh_l0"))[rows]
-        if cell == "gru":
-            bx = bi + np.r_[bh[: 2 * h], np.zeros(h, dtype=np.float32)]
-            b_hn.append(bh[2 * h:][None, :])
-        else:
-            bx = bi + bh
-        w_ih.append(wi.T)
-        w_hh.append(wh.T)
-        b_x.append((bx * scale)[None, :])
-    return _Weights(np.ascontiguousarray(np.stack(w_ih)), np.ascontiguousarray(np.stack(w_hh)),
-                    np.stack(b_x), np.stack(b_hn) if b_hn else None, np.argsort(order))
+    wi = _np(rnn.get_parameter("weight_ih_l0"))[rows] * scale[:, None]
+    wh = _np(rnn.get_parameter("weight_hh_l0"))[rows] * scale[:, None]
+    bi = _np(rnn.get_parameter("bias_ih_l0"))[rows]
+    bh = _np(rnn.get_parameter("bias_hh_l0"))[rows]
+    b_hn = None
+    if cell == "gru":
+        bx = bi + np.r_[bh[: 2 * h], np.zeros(h, dtype=np.float32)]
+        b_hn = np.ascontiguousarray(bh[2 * h:])
+    else:
+        bx = bi + bh
+    return _Weights(np.ascontiguousarray(wi.T), np.ascontiguousarray(wh.T), bx * scale, b_hn, np.argsort(order))
 
 
-def _input_projection(xs: np.ndarray, w: _Weights) -> np.ndarray:
-    """xs [Dirs,B,T,E] -> x W_ih^T + b, time-major [T,Dirs,B,G*H].
+def _input_projection(x: np.ndarray, w: _Weights, out: np.ndarray) -> None:
+    """x [B,T,E] -> x W_ih^T + b written into ``out`` [T,B,G*H] (time-major; may be a view).
 
-    One torch matmul per layer: torch's thread count is set by the server, while numpy's
-    OpenBLAS picks its own threads and slows ~100x when the cores are busy.
+    A torch matmul: torch's thread count is set by the server, while numpy's OpenBLAS picks
+    its own threads and slows ~100x when the cores are busy.
     """
-    dirs, b, steps, e = xs.shape
-    x = torch.from_numpy(np.ascontiguousarray(xs)).reshape(dirs, b * steps, e)
-    a = torch.baddbmm(torch.from_numpy(w.b_x), x, torch.from_numpy(w.w_ih_t))  # [Dirs,B*T,G*H]
-    return a.reshape(dirs, b, steps, -1).permute(2, 0, 1, 3).contiguous().numpy()
+    b, steps, e = x.shape
+    xt = torch.from_numpy(np.ascontiguousarray(x)).reshape(b * steps, e)
+    a = torch.addmm(torch.from_numpy(w.b_x), xt, torch.from_numpy(w.w_ih_t))  # [B*T,G*H]
+    torch.from_numpy(out).copy_(a.reshape(b, steps, -1).transpose(0, 1))
 
 
-# Prepared weights per module, rebuilt when a parameter changes (training bumps _version).
-_PREPARED: weakref.WeakKeyDictionary[SequenceModel, tuple[tuple[tuple[int, int], ...], list[_Weights]]] = \
+# Prepared weights per module, per layer, per direction, rebuilt when a parameter changes
+# (training bumps _version).
+_PREPARED: weakref.WeakKeyDictionary[SequenceModel, tuple[tuple[tuple[int, int], ...], list[list[_Weights]]]] = \
     weakref.WeakKeyDictionary()
 
 
-def _prepared_weights(module: SequenceModel) -> list[_Weights]:
+def _prepared_weights(module: SequenceModel) -> list[list[_Weights]]:
     stamp = tuple((p.data_ptr(), p._version) for p in module.rnn.parameters())
     cached = _PREPARED.get(module)
     if cached is not None and cached[0] == stamp:
         return cached[1]
     arch = module.config.architecture
-    prepared = [_layer_weights(arch.cell, list(cast(nn.ModuleList, rnns)), arch.hidden_size) for rnns in module.rnn]
+    prepared = [[_direction_weights(arch.cell, rnn, arch.hidden_size) for rnn in cast(nn.ModuleList, rnns)]
+                for rnns in module.rnn]
     _PREPARED[module] = (stamp, prepared)
     return prepared
 
 
-def _run_lstm(a: np.ndarray, w: _Weights, h_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """a [T,Dirs,B,4H] input projections, overwritten by the gates -> (h, c) [T,Dirs,B,H]."""
-    steps, dirs, b, _ = a.shape
-    hs = np.empty((steps, dirs, b, h_size), dtype=np.float32)
-    cs = np.empty_like(hs)
-    h_prev = c_prev = np.zeros((dirs, b, h_size), dtype=np.float32)
-    rec = np.empty((dirs, b, 4 * h_size), dtype=np.float32)
-    ig = np.empty_like(h_prev)
-    h1, h2, h3 = h_size, 2 * h_size, 3 * h_size
-    # Views over all steps, sliced once: computed gate order i,f,o,g.
-    sig, i_, f_, o_, g_ = a[..., :h3], a[..., :h1], a[..., h1:h2], a[..., h2:h3], a[..., h3:]
-    w_hh, matmul, tanh, mul = w.w_hh_t, np.matmul, np.tanh, np.multiply
-    for pre, s, i, f, o, g, c, h in zip(a, sig, i_, f_, o_, g_, cs, hs):  # one step each (views)
-        matmul(h_prev, w_hh, out=rec)
-        pre += rec
-        tanh(pre, out=pre)
-        s *= 0.5
-        s += 0.5
-        mul(f, c_prev, out=c)
-        mul(i, g, out=ig)
-        c += ig
-        tanh(c, out=h)
-        h *= o
-        h_prev, c_prev = h, c
-    return hs, cs
+_HALF = np.array(0.5, dtype=np.float32)  # 0-d: cheaper per ufunc call than a Python float
+_ZERO = np.array(0.0, dtype=np.float32)
 
 
-def _run_gru(a: np.ndarray, w: _Weights, h_size: int) -> np.ndarray:
-    """a [T,Dirs,B,3H] input projections, overwritten by the gates -> h [T,Dirs,B,H]."""
-    steps, dirs, b, _ = a.shape
-    assert w.b_hn is not None
-    hs = np.empty((steps, dirs, b, h_size), dtype=np.float32)
-    h_prev = np.zeros((dirs, b, h_size), dtype=np.float32)
-    rec = np.empty((dirs, b, 3 * h_size), dtype=np.float32)
-    h1, h2 = h_size, 2 * h_size
-    rec_rz, rec_n = rec[..., :h2], rec[..., h2:]
-    rz_, r_, z_, n_ = a[..., :h2], a[..., :h1], a[..., h1:h2], a[..., h2:]
-    w_hh, b_hn, matmul, tanh = w.w_hh_t, w.b_hn, np.matmul, np.tanh
-    for rz, r, z, n, h in zip(rz_, r_, z_, n_, hs):  # one step each (views)
-        matmul(h_prev, w_hh, out=rec)
-        rz += rec_rz
-        tanh(rz, out=rz)
-        rz *= 0.5
-        rz += 0.5
-        rec_n += b_hn
-        rec_n *= r  # r * (W_hn h + b_hn)
-        n += rec_n
-        tanh(n, out=n)
-        np.subtract(h_prev, n, out=h)
-        h *= z
-        h += n
+def _run_lstm(x: np.ndarray, w: _Weights, h_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """x [B,T,E] -> (gates [T,B,4H] in computed order i,f,o,g; h, c [T,B,H]).
+
+    Step t works in ``buf[t]`` = [i f o g | c_{t-1}] and writes c_t into ``buf[t+1]``: with c_{t-1}
+    next to g, f c_{t-1} + i g is one multiply over [i f] * [g c_{t-1}] and one add of its halves.
+    """
+    b, steps, _ = x.shape
+    h1, h2, h3, h4 = h_size, 2 * h_size, 3 * h_size, 4 * h_size
+    buf = np.empty((steps + 1, b, 5 * h_size), dtype=np.float32)
+    _input_projection(x, w, buf[:steps, :, :h4])
+    buf[0, :, h4:] = 0.0  # c_0
+    hs = np.empty((steps, b, h_size), dtype=np.float32)
+    h_prev = np.zeros((b, h_size), dtype=np.float32)
+    rec = np.empty((b, h4), dtype=np.float32)
+    prod = np.empty((b, h2), dtype=np.float32)
+    prod_ig, prod_fc = prod[:, :h1], prod[:, h1:]
+    w_hh, dot, half, tanh, mul, add = w.w_hh_t, np.ndarray.dot, _HALF, np.tanh, np.multiply, np.add
+    # Views over all steps, sliced once.
+    rows = buf[:steps]
+    pre_, sig_, if_, o_, gc_, c_ = rows[..., :h4], rows[..., :h3], rows[..., :h2], rows[..., h2:h3], \
+        rows[..., h3:], buf[1:, :, h4:]
+    for pre, s, i_f, o, g_c, c, h in zip(pre_, sig_, if_, o_, gc_, c_, hs):  # one step each (views)
+        dot(h_prev, w_hh, rec)
+        add(pre, rec, pre)
+        tanh(pre, pre)
+        mul(s, half, s)  # sigmoid = (tanh(a/2) + 1) / 2
+        add(s, half, s)
+        mul(i_f, g_c, prod)  # [i g, f c_{t-1}]
+        add(prod_ig, prod_fc, c)
+        tanh(c, h)
+        mul(h, o, h)
         h_prev = h
-    return hs
+    return buf[:steps, :, :h4], hs, buf[1:, :, h4:]
 
 
-def _run_rnn(a: np.ndarray, w: _Weights, h_size: int, relu: bool) -> np.ndarray:
-    """a [T,Dirs,B,H] input projections -> h [T,Dirs,B,H]."""
-    steps, dirs, b, _ = a.shape
-    hs = np.empty((steps, dirs, b, h_size), dtype=np.float32)
-    h_prev = np.zeros((dirs, b, h_size), dtype=np.float32)
+def _run_gru(x: np.ndarray, w: _Weights, h_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """x [B,T,E] -> (gates [T,B,3H] r,z,n; h [T,B,H])."""
+    b, steps, _ = x.shape
+    assert w.b_hn is not None
+    a = np.empty((steps, b, 3 * h_size), dtype=np.float32)
+    _input_projection(x, w, a)
+    hs = np.empty((steps, b, h_size), dtype=np.float32)
+    h_prev = np.zeros((b, h_size), dtype=np.float32)
+    rec = np.empty((b, 3 * h_size), dtype=np.float32)
+    h1, h2 = h_size, 2 * h_size
+    rec_rz, rec_n = rec[:, :h2], rec[:, h2:]
+    rz_, r_, z_, n_ = a[..., :h2], a[..., :h1], a[..., h1:h2], a[..., h2:]
+    w_hh, b_hn, dot, half, tanh, mul, add = w.w_hh_t, w.b_hn, np.ndarray.dot, _HALF, np.tanh, np.multiply, np.add
+    for rz, r, z, n, h in zip(rz_, r_, z_, n_, hs):  # one step each (views)
+        dot(h_prev, w_hh, rec)
+        add(rz, rec_rz, rz)
+        tanh(rz, rz)
+        mul(rz, half, rz)
+        add(rz, half, rz)
+        add(rec_n, b_hn, rec_n)
+        mul(rec_n, r, rec_n)  # r * (W_hn h + b_hn)
+        add(n, rec_n, n)
+        tanh(n, n)
+        np.subtract(h_prev, n, h)
+        mul(h, z, h)
+        add(h, n, h)
+        h_prev = h
+    return a, hs
+
+
+def _run_rnn(x: np.ndarray, w: _Weights, h_size: int, relu: bool) -> np.ndarray:
+    """x [B,T,E] -> h [T,B,H]."""
+    b, steps, _ = x.shape
+    hs = np.empty((steps, b, h_size), dtype=np.float32)
+    _input_projection(x, w, hs)  # each step then adds W_hh h and squashes in place
+    h_prev = np.zeros((b, h_size), dtype=np.float32)
     rec = np.empty_like(h_prev)
-    w_hh, matmul = w.w_hh_t, np.matmul
-    for pre, h in zip(a, hs):
-        matmul(h_prev, w_hh, out=rec)
-        np.add(pre, rec, out=h)
+    w_hh, dot = w.w_hh_t, np.ndarray.dot
+    for h in hs:
+        dot(h_prev, w_hh, rec)
+        np.add(h, rec, h)
         if relu:
-            np.maximum(h, 0.0, out=h)
+            np.maximum(h, _ZERO, h)
         else:
-            np.tanh(h, out=h)
+            np.tanh(h, h)
         h_prev = h
     return hs
 
@@ -220,29 +238,25 @@ def recompute(module: SequenceModel, inputs: np.ndarray, lengths: np.ndarray) ->
     with torch.no_grad():
         x = _np(module.embed(torch.from_numpy(inputs)))  # [B,T,E]
     out: list[list[DirectionTrace]] = []
-    weights = _prepared_weights(module)
     with np.errstate(over="ignore", under="ignore"):
-        for layer, w in enumerate(weights):
-            dirs = w.w_ih_t.shape[0]
-            xs = np.stack([x if d == 0 else reverse_within_length(x, lengths) for d in range(dirs)])  # [Dirs,B,T,E]
-            a = _input_projection(xs, w)  # [T,Dirs,B,G*H], time-major for the loop
-            cs: np.ndarray | None = None
-            if cell == "lstm":
-                hs, cs = _run_lstm(a, w, h_size)
-            elif cell == "gru":
-                hs = _run_gru(a, w, h_size)
-            else:
-                hs = _run_rnn(a, w, h_size, relu=cell == "rnn_relu")
-            n_gates = len(GATE_NAMES[cell])
-            steps, _, batch, _ = a.shape
-            # [T,Dirs,B,G,H] in computed order -> [Dirs,B,G,T,H] in PyTorch order, one copy
-            gates = a.reshape(steps, dirs, batch, -1, h_size).transpose(1, 2, 3, 0, 4)[:, :, w.torch_order] \
-                if n_gates else np.empty((dirs, batch, 0, steps, h_size), dtype=np.float32)
+        for layer, layer_weights in enumerate(_prepared_weights(module)):
             traces: list[DirectionTrace] = []
-            for d in range(dirs):
-                h = hs[:, d].swapaxes(0, 1)  # [B,T,H]
-                c = cs[:, d].swapaxes(0, 1) if cs is not None else None
-                g = gates[d]  # [B,G,T,H]
+            for d, w in enumerate(layer_weights):
+                xd = x if d == 0 else reverse_within_length(x, lengths)  # [B,T,E]
+                batch, steps, _ = xd.shape
+                cs: np.ndarray | None = None
+                a: np.ndarray | None = None  # gates [T,B,G*H] in computed order
+                if cell == "lstm":
+                    a, hs, cs = _run_lstm(xd, w, h_size)
+                elif cell == "gru":
+                    a, hs = _run_gru(xd, w, h_size)
+                else:
+                    hs = _run_rnn(xd, w, h_size, relu=cell == "rnn_relu")
+                # [T,B,G,H] in computed order -> [B,G,T,H] in PyTorch order, one copy
+                g = a.reshape(steps, batch, -1, h_size).transpose(1, 2, 0, 3)[:, w.torch_order] \
+                    if a is not None else np.empty((batch, 0, steps, h_size), dtype=np.float32)
+                h = hs.swapaxes(0, 1)  # [B,T,H]
+                c = cs.swapaxes(0, 1) if cs is not None else None
                 if d == 1:  # back to original time order
                     h = _reverse_time(h, lengths, axis=1)
                     c = _reverse_time(c, lengths, axis=1) if c is not None else None
@@ -250,5 +264,5 @@ def recompute(module: SequenceModel, inputs: np.ndarray, lengths: np.ndarray) ->
                 traces.append(DirectionTrace(layer, d, np.ascontiguousarray(h),
                                              None if c is None else np.ascontiguousarray(c), np.ascontiguousarray(g)))
             out.append(traces)
-            x = np.concatenate([tr.hidden for tr in traces], axis=2) if dirs > 1 else traces[0].hidden
+            x = np.concatenate([tr.hidden for tr in traces], axis=2) if len(traces) > 1 else traces[0].hidden
     return out
