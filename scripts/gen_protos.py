@@ -47,7 +47,7 @@ def generate(out: Path) -> None:
 def _differs(a: Path, b: Path) -> list[str]:
     cmp = filecmp.dircmp(a, b, ignore=["__pycache__"])
     diffs = [*cmp.left_only, *cmp.right_only, *cmp.diff_files]
-    for name, sub in cmp.subdirs.items():
+    for name in cmp.subdirs:
         diffs += [f"{name}/{d}" for d in _differs(a / name, b / name)]
     return diffs
 

@@ -6,9 +6,9 @@ import asyncio
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Self
 
 import pytest
-
 from seqlens.config import Settings
 from seqlens.grpc.server import SeqlensServer
 
@@ -43,7 +43,7 @@ class ServerThread:
     def call(self, coro):  # type: ignore[no-untyped-def]
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout=120)
 
-    def __enter__(self) -> ServerThread:
+    def __enter__(self) -> Self:
         self._thread.start()
         self.call(self.server.start())
         return self

@@ -6,12 +6,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 from seqlens.export import export_model
 from seqlens.families import SequenceModel, build_model
 from seqlens.schema import ModelConfig
 
-VOCAB = ["<pad>", "<unk>", *"the a film was good bad dull witty movie plot , . ! not very".split()]
+VOCAB = ["<pad>", "<unk>", *["the", "a", "film", "was", "good", "bad", "dull", "witty", "movie", "plot", ",", ".", "!", "not", "very"]]
 FEATURES = ["f0", "f1", "f2"]
 
 
@@ -71,7 +70,7 @@ def oip_calls(target: str, calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
     import sys
 
     proc = subprocess.run([sys.executable, str(Path(__file__).with_name("oip_probe.py"))],
-                          input=json.dumps({"target": target, "calls": calls}), capture_output=True,
+                          input=json.dumps({"target": target, "calls": calls}), check=False, capture_output=True,
                           text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     return list(json.loads(proc.stdout))

@@ -26,4 +26,4 @@ def demo_repository_path() -> Path:
     return ensure_demo_repository()
 
 
-__all__ = ["load_model", "export_model", "demo_repository_path", "LoadedVersion", "__version__"]
+__all__ = ["LoadedVersion", "__version__", "demo_repository_path", "export_model", "load_model"]

@@ -23,10 +23,10 @@ _SERVE_FLAGS = [
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
     from .grpc.server import run
     from .logs import setup_logging
-
-    from pydantic import ValidationError
 
     overrides = {flag[2:].replace("-", "_"): getattr(args, flag[2:].replace("-", "_"))
                  for flag, _, _ in _SERVE_FLAGS}

@@ -158,7 +158,6 @@ class ModelRegistry:
                 self.refresh()
             except Exception:
                 log.exception("repository scan failed")
-        return None
 
 
 def wait_ready(registry: ModelRegistry, timeout_s: float) -> bool:

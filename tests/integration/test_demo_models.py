@@ -9,10 +9,10 @@ from typing import Any
 import numpy as np
 import pytest
 from safetensors.numpy import load_file
-
 from seqlens import load_model
 from seqlens.demo import DEMO_MODELS
 from seqlens_client import Client
+
 from tests.factories import oip_calls
 
 

@@ -11,16 +11,16 @@ import grpc
 import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-
 from seqlens import load_model
 from seqlens_client._proto.seqlens.v1 import models_pb2, predict_pb2, service_pb2_grpc, types_pb2
+
 from tests.factories import VOCAB, export_tiny, oip_calls
 
 MODELS = {
-    "words": dict(cell="lstm", task="classification", tokens=True),
-    "series": dict(cell="gru", task="classification", tokens=False, layers=2),
-    "forecast": dict(cell="lstm", task="forecasting", tokens=False),
-    "tagger": dict(cell="lstm", task="tagging", tokens=True, bidirectional=True),
+    "words": {"cell": "lstm", "task": "classification", "tokens": True},
+    "series": {"cell": "gru", "task": "classification", "tokens": False, "layers": 2},
+    "forecast": {"cell": "lstm", "task": "forecasting", "tokens": False},
+    "tagger": {"cell": "lstm", "task": "tagging", "tokens": True, "bidirectional": True},
 }
 
 

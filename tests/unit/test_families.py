@@ -6,10 +6,10 @@ import numpy as np
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
 from seqlens.export import export_onnx_bytes
 from seqlens.families import reverse_within_length
 from seqlens.runtimes.onnx import OnnxRuntime
+
 from tests.factories import random_inputs, tiny_model
 
 families = st.fixed_dictionaries({

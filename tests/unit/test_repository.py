@@ -6,7 +6,6 @@ import os
 from pathlib import Path
 
 import pytest
-
 from seqlens.errors import InvalidInput, ModelNotFound
 from seqlens.repository import ModelRepository, validate_name
 

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
-
 from seqlens.errors import ModelConfigError
 from seqlens.schema import dump_config, parse_config
+
 from tests.factories import tiny_config
 
 GOOD = """

@@ -6,7 +6,6 @@ import math
 from typing import TypeVar
 
 import numpy as np
-
 from seqlens_client._proto.inference import grpc_service_pb2 as oip
 from seqlens_client._proto.seqlens.v1 import explain_pb2, models_pb2, predict_pb2, state_pb2, types_pb2
 
@@ -209,7 +208,7 @@ _BASELINES: dict[int, BaselineKind] = {
     explain_pb2.BASELINE_DEFAULT: "default", explain_pb2.PAD: "pad", explain_pb2.ZEROS: "zeros",
     explain_pb2.TRAINING_MEAN: "training_mean", explain_pb2.CUSTOM: "custom"}
 _SPACES: dict[int, OutputSpace] = {explain_pb2.LOGIT: "logit", explain_pb2.PROBABILITY: "probability"}
-_SPACE_TO_PROTO = {v: k for k, v in _SPACES.items()}
+_SPACE_TO_PROTO = {"logit": explain_pb2.LOGIT, "probability": explain_pb2.PROBABILITY}
 _E = TypeVar("_E")
 
 

@@ -10,14 +10,13 @@ from typing import Any
 
 import grpc
 import numpy as np
-
 from seqlens_client._proto.inference import grpc_service_pb2 as oip
 from seqlens_client._proto.inference import grpc_service_pb2_grpc as oip_grpc
 from seqlens_client._proto.seqlens.v1 import explain_pb2, models_pb2, predict_pb2, service_pb2_grpc
 
 from .. import __version__
 from ..dataplane import DataPlane
-from ..errors import InvalidInput, SeqlensError
+from ..errors import InvalidInput, ModelUnavailable, SeqlensError
 from ..explain import ExplainResult
 from . import converters
 from .interceptors import status_for
@@ -119,10 +118,9 @@ class InferenceServicer(oip_grpc.GRPCInferenceServiceServicer):
         return oip.ServerReadyResponse(ready=self._dp.ready())
 
     async def ModelReady(self, request: oip.ModelReadyRequest, context: Any) -> oip.ModelReadyResponse:
-        self._dp.registry.model_records(request.name)  # NOT_FOUND for unknown models
-        try:
+        try:  # unknown models and versions are NOT_FOUND; known but not READY ones answer False
             self._dp.registry.get(request.name, request.version)
-        except Exception:
+        except ModelUnavailable:
             return oip.ModelReadyResponse(ready=False)
         return oip.ModelReadyResponse(ready=not self._dp.draining)
 
