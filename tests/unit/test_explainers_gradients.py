@@ -424,3 +424,18 @@ def test_cancellation_stops_gradient_work_between_chunks(family: Family) -> None
     with pytest.raises(Cancelled):
         integrate(problem, "gausslegendre", 50)
     assert control.checks == 3  # two chunks ran, the third never started
+
+
+def test_gradient_workers_run_at_a_lower_priority() -> None:
+    """Explanations yield the CPU to predictions: the pool's threads are niced."""
+    import os
+    import threading
+
+    from seqlens.explainers.gradients import GRADIENT_NICE, gradient_executor
+
+    pool = gradient_executor(1)
+    try:
+        nice = pool.submit(lambda: os.getpriority(os.PRIO_PROCESS, threading.get_native_id())).result()
+    finally:
+        pool.shutdown()
+    assert nice >= min(19, os.getpriority(os.PRIO_PROCESS, 0) + GRADIENT_NICE)

