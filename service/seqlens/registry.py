@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
@@ -137,15 +136,13 @@ class ModelRegistry:
         try:
             path = self.repository.version_dir(name, version)
             loaded = load_version(path, name, version, onnx_threads=self._onnx_threads, tolerance=self._tolerance)
-        except ModelConfigError as exc:
-            log.warning("model version failed to load", extra={"model": name, "version": version,
-                                                                  "reason": exc.message})
-            self._set(VersionRecord(name, version, VersionState.FAILED, exc.message, None, fp))
-            return
-        except Exception as exc:  # a broken file can make any library raise; never crash the server
-            reason = f"{type(exc).__name__}: {str(exc)[:200]}"
-            log.exception("model version failed to load", extra={"model": name, "version": version})
-            self._set(VersionRecord(name, version, VersionState.FAILED, reason, None, fp))
+        except Exception as exc:  # noqa: BLE001 - a broken file can make any library raise; never crash
+            if not (self.repository.root / name / version).is_dir():
+                # Deleted while loading (its files vanished mid-read): removed, not broken.
+                self._set(VersionRecord(name, version, VersionState.UNLOADED, "removed from the repository"))
+                return
+            self._set(VersionRecord(name, version, VersionState.FAILED, _failure_reason(name, version, exc),
+                                    None, fp))
             return
         log.info("model version ready", extra={"model": name, "version": version,
                                                "parity": loaded.parity_max_abs_diff,
@@ -160,10 +157,10 @@ class ModelRegistry:
                 log.exception("repository scan failed")
 
 
-def wait_ready(registry: ModelRegistry, timeout_s: float) -> bool:
-    end = time.monotonic() + timeout_s
-    while time.monotonic() < end:
-        if registry.all_ready():
-            return True
-        time.sleep(0.05)
-    return False
+def _failure_reason(name: str, version: str, exc: Exception) -> str:
+    """What GetModel shows for a version that failed to load; unexpected errors are logged whole."""
+    if isinstance(exc, ModelConfigError):
+        log.warning("model version failed to load", extra={"model": name, "version": version, "reason": exc.message})
+        return exc.message
+    log.error("model version failed to load", extra={"model": name, "version": version}, exc_info=exc)
+    return f"{type(exc).__name__}: {str(exc)[:200]}"
