@@ -46,7 +46,7 @@ class Problem:
         with torch.no_grad():
             if self.is_tokens:
                 return self.module.embed(torch.from_numpy(self.values)[None])[0]
-            return torch.from_numpy(np.ascontiguousarray(self.values, dtype=np.float32))
+            return torch.tensor(self.values, dtype=torch.float32)  # a copy: request buffers are read-only
 
     @cached_property
     def b(self) -> Tensor:
@@ -54,7 +54,7 @@ class Problem:
         base = self.baseline
         if not self.is_tokens:
             assert base.values is not None
-            return torch.from_numpy(np.ascontiguousarray(base.values, dtype=np.float32))
+            return torch.tensor(base.values, dtype=torch.float32)
         if base.values is not None:
             with torch.no_grad():
                 return self.module.embed(torch.from_numpy(base.values)[None])[0]
