@@ -15,6 +15,7 @@ from enum import Enum
 
 from .errors import ModelConfigError, ModelNotFound, ModelUnavailable
 from .repository import ModelRepository, validate_name, version_sort_key
+from .summaries import state_projection
 from .versions import LoadedVersion, load_version
 
 log = logging.getLogger(__name__)
@@ -136,6 +137,7 @@ class ModelRegistry:
         try:
             path = self.repository.version_dir(name, version)
             loaded = load_version(path, name, version, onnx_threads=self._onnx_threads, tolerance=self._tolerance)
+            state_projection(loaded)  # DESIGN: fit once at load, not on the first request
         except Exception as exc:  # noqa: BLE001 - a broken file can make any library raise; never crash
             if not (self.repository.root / name / version).is_dir():
                 # Deleted while loading (its files vanished mid-read): removed, not broken.

@@ -159,7 +159,7 @@ _PROJECTION_LOCK = threading.Lock()
 
 
 def state_projection(loaded: LoadedVersion) -> StateProjection:
-    """The version's PCA axes, fit on first use and cached on ``loaded.extras``."""
+    """The version's PCA axes, cached on ``loaded.extras`` (the registry fits them at load)."""
     cached = loaded.extras.get(PROJECTION_KEY)
     if isinstance(cached, StateProjection):
         return cached
