@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import ModelUnavailable, ResourceExhausted
+from .errors import ResourceExhausted, shutting_down
 from .inputs import pad_batch
 
 Forward = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (inputs [B,T(,F)], lengths [B]) -> outputs [B,...]
@@ -133,7 +133,7 @@ class DynamicBatcher:
         """Raise unless ``n`` more sequences fit in the queue now. Callers check before costly
         preparation (tokenizing) too, so that shedding load stays cheap; ``run`` checks again."""
         if self._closed:
-            raise ModelUnavailable(f"model {self.name!r}: server is shutting down; retry on another replica")
+            raise shutting_down(self.name)
         limit = self.policy.max_queue
         if self._pending + n > limit:
             raise ResourceExhausted(
@@ -148,8 +148,7 @@ class DynamicBatcher:
             self._timer = None
         while self._queue:
             request, _ = self._queue.popleft()
-            self._fail(request, ModelUnavailable(
-                f"model {self.name!r}: server is shutting down; retry on another replica"))
+            self._fail(request, shutting_down(self.name))
 
     # --- scheduling (always on the event loop) ------------------------------------------------
     def _forget(self, request: _Request) -> None:
@@ -209,8 +208,7 @@ class DynamicBatcher:
             job = loop.run_in_executor(self._executor, self._compute, seqs)
         except RuntimeError:  # executor shut down: the server is stopping
             for request, _ in batch:
-                self._fail(request, ModelUnavailable(
-                    f"model {self.name!r}: server is shutting down; retry on another replica"))
+                self._fail(request, shutting_down(self.name))
             return
         self._running += 1
         job.add_done_callback(lambda done: self._deliver(batch, done, started))

@@ -14,7 +14,7 @@ import numpy as np
 
 from .batching import BatchPolicy, DynamicBatcher
 from .config import Settings
-from .errors import InvalidInput, ModelUnavailable
+from .errors import InvalidInput, shutting_down
 from .explain import ExplainRequest, ExplainResult, ExplainRunner
 from .explainers.gradients import gradient_executor
 from .inputs import EncodedSequence, SequenceInput, encode, max_length_for
@@ -64,7 +64,7 @@ class DataPlane:
 
     def check_serving(self) -> None:
         if self.draining:
-            raise ModelUnavailable("server is shutting down; retry on another replica")
+            raise shutting_down()
 
     def ready(self) -> bool:
         return not self.draining and self.registry.all_ready()

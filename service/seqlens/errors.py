@@ -40,3 +40,9 @@ class Unauthenticated(SeqlensError):
 
 class ModelConfigError(SeqlensError):
     """A model version on disk is invalid (config, weights, graph); the version is not served."""
+
+
+def shutting_down(model: str | None = None) -> ModelUnavailable:
+    """The refusal of work while the server drains; clients retry on another replica."""
+    prefix = f"model {model!r}: " if model else ""
+    return ModelUnavailable(f"{prefix}server is shutting down; retry on another replica")

@@ -23,7 +23,7 @@ import numpy as np
 
 from . import summaries
 from .config import Settings
-from .errors import ResourceExhausted
+from .errors import ResourceExhausted, shutting_down
 from .explainers import DEFAULT_METHOD, plan_method
 from .explainers import faithfulness as faith
 from .explainers import integrated_gradients as ig
@@ -191,10 +191,6 @@ class ExplainRunner:
         self._lock = threading.Lock()
         self._waiting = 0
 
-    @property
-    def waiting(self) -> int:
-        return self._waiting
-
     async def run(self, loaded: LoadedVersion, request: ExplainRequest,
                   deadline: float | None) -> ExplainResult:
         """``deadline``: a time.monotonic() instant, or None."""
@@ -207,7 +203,11 @@ class ExplainRunner:
                     f"explanation queue is full ({self._waiting} waiting for a worker, "
                     f"explain_max_queue={limit}); retry with backoff")
             self._waiting += 1
-        future = self._pool.submit(self._work, job, loaded, request)
+        try:
+            future = self._pool.submit(self._work, job, loaded, request)
+        except RuntimeError:  # the pool is shut down: the server is stopping
+            self._leave_queue(job)
+            raise shutting_down() from None
         try:
             result = await asyncio.wrap_future(future)
         except asyncio.CancelledError:

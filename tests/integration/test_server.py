@@ -268,3 +268,23 @@ def test_health_port_and_liveness_name(tmp_path: Path, start_server) -> None:  #
         assert check(health_pb2.HealthCheckRequest()).status == health_pb2.HealthCheckResponse.NOT_SERVING
         code, _ = _code(service_pb2_grpc.SequenceExplainerStub(channel).ListModels, models_pb2.ListModelsRequest())
         assert code == grpc.StatusCode.UNIMPLEMENTED  # only health on this port
+
+
+def test_oip_liveness_and_readiness_answer_while_draining(tmp_path: Path, start_server) -> None:  # type: ignore[no-untyped-def]
+    """During a drain, OIP ServerLive says live, ServerReady/ModelReady say not ready (they are
+    answered, not refused), while work RPCs are refused with UNAVAILABLE."""
+    from seqlens_client._proto.inference import grpc_service_pb2 as oip
+    from seqlens_client._proto.inference import grpc_service_pb2_grpc as oip_grpc
+
+    repo = tmp_path / "repo"
+    export_tiny(repo, "m", seed=1)
+    srv = start_server(repo)
+    srv.server.dataplane.draining = True  # the flag SeqlensServer.drain sets first
+    with grpc.insecure_channel(srv.target) as channel:
+        inference = oip_grpc.GRPCInferenceServiceStub(channel)
+        assert inference.ServerLive(oip.ServerLiveRequest()).live
+        assert not inference.ServerReady(oip.ServerReadyRequest()).ready
+        assert not inference.ModelReady(oip.ModelReadyRequest(name="m")).ready
+        code, details = _code(service_pb2_grpc.SequenceExplainerStub(channel).Predict, predict_pb2.PredictRequest(
+            model_name="m", inputs=[types_pb2.SequenceInput(text="good")]))
+        assert code == grpc.StatusCode.UNAVAILABLE and "shutting down" in details

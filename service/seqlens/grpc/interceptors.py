@@ -31,6 +31,9 @@ STATUS_FOR: list[tuple[type[errors.SeqlensError], grpc.StatusCode]] = [
     (errors.ModelConfigError, grpc.StatusCode.UNAVAILABLE),
 ]
 HEALTH_PREFIX = "/grpc.health.v1.Health/"
+# OIP liveness/readiness answer (live, not ready) during a drain instead of being refused.
+ANSWER_WHILE_DRAINING = frozenset(
+    f"/inference.GRPCInferenceService/{m}" for m in ("ServerLive", "ServerReady", "ModelReady"))
 # Generated request ids: a random per-process prefix and a counter (32 hex digits, unique across
 # replicas); uuid4 per call would cost a getrandom syscall on every request.
 _ID_PREFIX = uuid.uuid4().hex[:20]
@@ -114,7 +117,7 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
         self._draining = draining
         self.active = 0  # calls between arrival and status (the drain waits for 0)
         self.last_arrival = 0.0  # time.monotonic() of the latest call (the drain waits for quiet)
-        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
+        self._wrapped: dict[tuple[str, int], tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
         self._series: dict[tuple[str, str, str], tuple[Any, Any]] = {}  # (rpc, model, code) -> counter, histogram
 
     def _model_label(self, request: Any) -> str:
@@ -151,7 +154,7 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
     def _refuse_if_draining(self) -> None:
         """While draining, new calls are refused before they start; clients retry elsewhere."""
         if self._draining():
-            raise errors.ModelUnavailable("server is shutting down; retry on another replica")
+            raise errors.shutting_down()
 
     @staticmethod
     def _cancelled_code(context: grpc.aio.ServicerContext) -> grpc.StatusCode:
@@ -186,21 +189,27 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
         handler = await continuation(details)
         if handler is None or details.method.startswith(HEALTH_PREFIX) or "ServerReflection" in details.method:
             return handler
-        cached = self._wrapped.get(details.method)
+        # Wrapping once per (method, handler) keeps per-call overhead low; handlers are the
+        # registered ones or the auth interceptor's few cached denials, so this stays small.
+        key = (details.method, id(handler))
+        cached = self._wrapped.get(key)
         if cached is not None and cached[0] is handler:
-            return cached[1]  # wrapping once per method keeps per-call overhead low
-        wrapped = self._wrap(handler, details.method.rsplit("/", 1)[-1])
-        self._wrapped[details.method] = (handler, wrapped)
+            return cached[1]
+        wrapped = self._wrap(handler, details.method.rsplit("/", 1)[-1],
+                             refuse_while_draining=details.method not in ANSWER_WHILE_DRAINING)
+        self._wrapped[key] = (handler, wrapped)
         return wrapped
 
-    def _wrap(self, handler: grpc.RpcMethodHandler, rpc: str) -> grpc.RpcMethodHandler:
+    def _wrap(self, handler: grpc.RpcMethodHandler, rpc: str, *, refuse_while_draining: bool
+              ) -> grpc.RpcMethodHandler:
         inflight = self._metrics.inflight.labels(rpc)
+        refuse = self._refuse_if_draining if refuse_while_draining else (lambda: None)
 
         def unary(behavior: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
             async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> Any:
                 call = _Accounting(self, rpc, self._model_label(request), inflight, context)
                 try:
-                    self._refuse_if_draining()
+                    refuse()
                     result = await behavior(_decoded(request), context)
                 except grpc.aio.AbortError:
                     call.finish(None)
@@ -219,7 +228,7 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
             async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
                 call = _Accounting(self, rpc, "", inflight, context)
                 try:
-                    self._refuse_if_draining()
+                    refuse()
                     async for item in behavior(_decoded(request), context):
                         yield item
                 except grpc.aio.AbortError:
@@ -268,6 +277,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
 
     def __init__(self, tokens: TokenStore) -> None:
         self._tokens = tokens
+        self._denials: dict[tuple[str, str], grpc.RpcMethodHandler] = {}
 
     async def intercept_service(
         self, continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
@@ -283,7 +293,14 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         problem = self._tokens.check(header)
         if problem is None:
             return handler
+        key = (details.method, problem)
+        denial = self._denials.get(key)
+        if denial is None:  # a handful of messages x methods: cached, so wrapping stays cheap
+            denial = self._denials[key] = self._deny(handler, problem)
+        return denial
 
+    @staticmethod
+    def _deny(handler: grpc.RpcMethodHandler, problem: str) -> grpc.RpcMethodHandler:
         def unary(_behavior: Any) -> Callable[..., Awaitable[Any]]:
             async def deny(_request: Any, context: grpc.aio.ServicerContext) -> Any:
                 await context.abort(grpc.StatusCode.UNAUTHENTICATED, problem)

@@ -49,22 +49,26 @@ class SequenceExplainerServicer(service_pb2_grpc.SequenceExplainerServicer):
         """Items run concurrently (at most explain_workers of one stream at a time) and are
         answered as each finishes; a failed item is answered with ``error`` set."""
         deadline = _deadline(context)
-        slots = asyncio.Semaphore(self._dp.settings.explain_workers)
-        answers: asyncio.Queue[explain_pb2.ExplainResponse | None] = asyncio.Queue()
+        workers = self._dp.settings.explain_workers
+        slots = asyncio.Semaphore(workers)
+        # Bounded: a client that stops reading stops the stream from taking new items
+        # (an item holds its slot until its answer is queued), so memory stays bounded.
+        answers: asyncio.Queue[explain_pb2.ExplainResponse | None] = asyncio.Queue(maxsize=workers)
         running: set[asyncio.Task[None]] = set()
 
         async def one(msg: explain_pb2.ExplainRequest) -> None:
             try:
-                answer = self._encode(await self._dp.explain(converters.explain_request(msg), deadline))
-            except SeqlensError as exc:
-                answer = converters.explain_error(msg.request_id, status_for(exc).value[0], exc.message)
-            except Exception:  # one item fails, the stream goes on
-                log.exception("StreamExplain item failed", extra={"item_request_id": msg.request_id})
-                answer = converters.explain_error(msg.request_id, grpc.StatusCode.INTERNAL.value[0],
-                                                  "internal error; the server log has the details")
+                try:
+                    answer = self._encode(await self._dp.explain(converters.explain_request(msg), deadline))
+                except SeqlensError as exc:
+                    answer = converters.explain_error(msg.request_id, status_for(exc).value[0], exc.message)
+                except Exception:  # one item fails, the stream goes on
+                    log.exception("StreamExplain item failed", extra={"item_request_id": msg.request_id})
+                    answer = converters.explain_error(msg.request_id, grpc.StatusCode.INTERNAL.value[0],
+                                                      "internal error; the server log has the details")
+                await answers.put(answer)
             finally:
                 slots.release()
-            await answers.put(answer)
 
         async def read() -> None:
             try:
