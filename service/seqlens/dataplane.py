@@ -7,6 +7,7 @@ The asyncio loop never runs model code: ONNX Runtime batches run in the predicti
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -53,10 +54,11 @@ class DataPlane:
         unloaded or replaced version takes its batcher with it once its last batch is done.
         """
         if rec.state == VersionState.UNLOADED:
-            try:
-                self.metrics.model_ready.remove(rec.name, rec.version)  # keep label values bounded
-            except KeyError:
-                pass
+            with contextlib.suppress(KeyError):  # keep label values bounded
+                self.metrics.model_ready.remove(rec.name, rec.version)
+            if not any(r.name == rec.name and r.state != VersionState.UNLOADED for r in self.registry.records()):
+                with contextlib.suppress(KeyError):  # the model is gone altogether
+                    self.metrics.model_load_seconds.remove(rec.name)
             return
         self.metrics.model_ready.labels(rec.name, rec.version).set(1 if rec.state == VersionState.READY else 0)
         if rec.state == VersionState.READY and rec.loaded is not None:

@@ -288,3 +288,17 @@ def test_oip_liveness_and_readiness_answer_while_draining(tmp_path: Path, start_
         code, details = _code(service_pb2_grpc.SequenceExplainerStub(channel).Predict, predict_pb2.PredictRequest(
             model_name="m", inputs=[types_pb2.SequenceInput(text="good")]))
         assert code == grpc.StatusCode.UNAVAILABLE and "shutting down" in details
+
+
+def test_a_removed_model_leaves_no_metric_series(tmp_path: Path, start_server) -> None:  # type: ignore[no-untyped-def]
+    repo = tmp_path / "repo"
+    export_tiny(repo, "stay", seed=1)
+    export_tiny(repo, "gone", seed=2)
+    srv = start_server(repo, poll_interval_s=0.1)
+    reg = srv.server.metrics.registry
+    assert reg.get_sample_value("seqlens_model_load_seconds", {"model": "gone"}) > 0
+    assert reg.get_sample_value("seqlens_model_ready", {"model": "gone", "version": "1"}) == 1
+    shutil.rmtree(repo / "gone")
+    _wait_for(lambda: reg.get_sample_value("seqlens_model_ready", {"model": "gone", "version": "1"}) is None)
+    assert reg.get_sample_value("seqlens_model_load_seconds", {"model": "gone"}) is None
+    assert reg.get_sample_value("seqlens_model_load_seconds", {"model": "stay"}) > 0
