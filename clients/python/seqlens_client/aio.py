@@ -26,8 +26,10 @@ from .calls import (
     ExplainSpec,
     Outcome,
     ProgressCallback,
+    ProgressCounter,
     bulk_items,
     finish_explanation,
+    in_input_order,
     predict_request,
     stream_outcome,
 )
@@ -161,14 +163,7 @@ class AsyncClient(_ClientBase):
                     await call.done_writing()
 
         writer = asyncio.create_task(write())
-        done = 0
-
-        def report(outcome: Outcome) -> Outcome:
-            nonlocal done
-            done += 1
-            if progress is not None:
-                progress(done, total)
-            return outcome
+        report = ProgressCounter(progress, total)
 
         try:
             while True:
@@ -208,14 +203,7 @@ class AsyncClient(_ClientBase):
                            timeout: float | None = None,
                            return_errors: bool = False) -> list[Explanation] | list[Explanation | SeqlensError]:
         """See :meth:`Client.explain_many`."""
-        results: dict[int, Explanation | SeqlensError] = {}
-        async for i, r in self.explain_iter(model, inputs, methods, target=target, baseline=baseline, state=state,
-                                            faithfulness=faithfulness, version=version, concurrency=concurrency,
-                                            progress=progress, timeout=timeout):
-            results[i] = r
-        ordered = [results[i] for i in sorted(results)]
-        if not return_errors:
-            for r in ordered:
-                if isinstance(r, SeqlensError):
-                    raise r
-        return ordered
+        outcomes = [o async for o in self.explain_iter(
+            model, inputs, methods, target=target, baseline=baseline, state=state, faithfulness=faithfulness,
+            version=version, concurrency=concurrency, progress=progress, timeout=timeout)]
+        return in_input_order(outcomes, return_errors)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sized
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 import numpy as np
@@ -130,3 +131,30 @@ def bulk_items(inputs: Iterable[SequenceLike] | str | np.ndarray) -> tuple[Itera
             np.issubdtype(inputs.dtype, np.floating) and inputs.ndim == 3)
         return (list(inputs), len(inputs)) if batched else ([inputs], 1)
     return inputs, len(inputs) if isinstance(inputs, Sized) else None
+
+
+class ProgressCounter:
+    """Counts finished stream items and reports ``(done, total)`` to the caller's callback."""
+
+    def __init__(self, progress: ProgressCallback | None, total: int | None) -> None:
+        self._progress = progress
+        self._total = total
+        self.done = 0
+
+    def __call__(self, outcome: Outcome) -> Outcome:
+        self.done += 1
+        if self._progress is not None:
+            self._progress(self.done, self._total)
+        return outcome
+
+
+def in_input_order(outcomes: Iterable[Outcome], return_errors: bool) -> list[Any]:
+    """Stream outcomes ``(index, result)`` -> results by input index; the first item error is
+    raised unless ``return_errors`` keeps errors in their places."""
+    results = dict(outcomes)
+    ordered = [results[i] for i in sorted(results)]
+    if not return_errors:
+        for r in ordered:
+            if isinstance(r, SeqlensError):
+                raise r
+    return ordered

@@ -27,8 +27,10 @@ from .calls import (
     ExplainSpec,
     Outcome,
     ProgressCallback,
+    ProgressCounter,
     bulk_items,
     finish_explanation,
+    in_input_order,
     predict_request,
     stream_outcome,
 )
@@ -252,14 +254,7 @@ class Client(_ClientBase):
                 yield req
 
         call = self._stub.StreamExplain(requests(), timeout=timeout, metadata=self._metadata)
-        done = 0
-
-        def report(outcome: Outcome) -> Outcome:
-            nonlocal done
-            done += 1
-            if progress is not None:
-                progress(done, total)
-            return outcome
+        report = ProgressCounter(progress, total)
 
         try:
             for resp in call:
@@ -302,14 +297,6 @@ class Client(_ClientBase):
         >>> exps = client.explain_many("sentiment", texts, "saliency", concurrency=4,   # doctest: +SKIP
         ...                            progress=lambda done, total: print(f"{done}/{total}"))
         """
-        results: dict[int, Explanation | SeqlensError] = {}
-        for i, r in self.explain_iter(model, inputs, methods, target=target, baseline=baseline, state=state,
-                                      faithfulness=faithfulness, version=version, concurrency=concurrency,
-                                      progress=progress, timeout=timeout):
-            results[i] = r
-        ordered = [results[i] for i in sorted(results)]
-        if not return_errors:
-            for r in ordered:
-                if isinstance(r, SeqlensError):
-                    raise r
-        return ordered
+        return in_input_order(self.explain_iter(
+            model, inputs, methods, target=target, baseline=baseline, state=state, faithfulness=faithfulness,
+            version=version, concurrency=concurrency, progress=progress, timeout=timeout), return_errors)
