@@ -215,5 +215,5 @@ def test_predictions_are_not_starved_by_explanations(explain_server: ServerThrea
             return latencies
 
     latencies = sorted(asyncio.run(main()))
-    assert latencies[len(latencies) // 2] < 0.05  # median; each prediction is ~1 ms of work
+    assert latencies[len(latencies) // 2] < 0.1  # median; each prediction is ~1 ms of work, an explanation chunk ~10-50 ms
     assert latencies[-1] < 0.5

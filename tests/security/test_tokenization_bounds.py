@@ -18,7 +18,9 @@ def test_limit_stops_tokenizing_early(kind: str) -> None:
     start = time.perf_counter()
     spans = tok.encode(text, limit=65)
     elapsed = time.perf_counter() - start
-    assert len(spans) == 65 and elapsed < 0.01, elapsed
+    # full tokenization of such a text takes seconds; stopping at the limit takes ~1 ms (the
+    # bound is loose so that a busy VM does not fail it)
+    assert len(spans) == 65 and elapsed < 0.5, elapsed
     assert [s.text for s in spans[:3]] == (["good", "film", "good"] if kind == "word" else ["g", "o", "o"])
     assert tok.encode(text[:30], limit=None) == tok.encode(text[:30], limit=1000)  # same tokens, same offsets
 
@@ -36,4 +38,5 @@ def test_no_pathological_regex_backtracking(text: str) -> None:
     start = time.perf_counter()
     tok.encode(text, limit=10)
     tok.encode(text[:4096])
-    assert time.perf_counter() - start < 0.2
+    # linear: ~0.1 s here; catastrophic backtracking on 200k characters would take minutes
+    assert time.perf_counter() - start < 3.0
