@@ -9,8 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import InvalidInput
-from .options import MethodOptions, PlanContext, Runtime, token_perturbation_baseline
+from .options import MethodOptions, PlanContext, Runtime, per_feature_ablation, token_perturbation_baseline
 from .perturbation import ablation_effects, perturbation_attribution, timestep_groups
 from .problem import Problem
 from .result import Attribution
@@ -59,9 +58,6 @@ class FeatureAblation:
 
 def plan(opts: MethodOptions, ctx: PlanContext) -> FeatureAblation:
     token_perturbation_baseline(NAME, ctx)
-    per_feature = opts.ablation == "per_feature"
-    if per_feature and ctx.is_tokens:
-        raise InvalidInput(f"{NAME}.ablation PER_FEATURE applies to feature models; token models ablate "
-                           "whole timesteps (PER_TIMESTEP)")
+    per_feature = per_feature_ablation(NAME, opts, ctx)
     runtime: Runtime = "onnx" if ctx.bidirectional else "torch"
     return FeatureAblation(per_feature, ctx.length, ctx.num_features, runtime)

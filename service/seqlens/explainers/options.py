@@ -87,6 +87,15 @@ def noise_option(value: float, field: str) -> float:
     return value
 
 
+def per_feature_ablation(method: str, opts: MethodOptions, ctx: PlanContext) -> bool:
+    """Whether ``ablation`` asks for one group per (timestep, feature); token models have none."""
+    per_feature = opts.ablation == "per_feature"
+    if per_feature and ctx.is_tokens:
+        raise InvalidInput(f"{method}.ablation PER_FEATURE applies to feature models; token models ablate "
+                           "whole timesteps (PER_TIMESTEP)")
+    return per_feature
+
+
 def token_perturbation_baseline(method: str, ctx: PlanContext) -> None:
     """Perturbing token models replaces ids, so the baseline must be ids (PAD or caller)."""
     if ctx.is_tokens and not ctx.baseline_replaces_ids:

@@ -14,8 +14,13 @@ from typing import Literal
 import numpy as np
 import torch
 
-from ..errors import InvalidInput
-from .options import MethodOptions, PlanContext, count_option, token_perturbation_baseline
+from .options import (
+    MethodOptions,
+    PlanContext,
+    count_option,
+    per_feature_ablation,
+    token_perturbation_baseline,
+)
 from .perturbation import apply_masks, perturbation_attribution, timestep_groups
 from .problem import Problem
 from .result import Attribution, completeness_delta
@@ -81,9 +86,6 @@ class ShapleySampling:
 
 def plan(opts: MethodOptions, ctx: PlanContext) -> ShapleySampling:
     token_perturbation_baseline(NAME, ctx)
-    per_feature = opts.ablation == "per_feature"
-    if per_feature and ctx.is_tokens:
-        raise InvalidInput(f"{NAME}.ablation PER_FEATURE applies to feature models; token models use "
-                           "whole timesteps (PER_TIMESTEP)")
+    per_feature = per_feature_ablation(NAME, opts, ctx)
     n = count_option(opts.n_samples, DEFAULT_SAMPLES, f"{NAME}.n_samples", ctx)
     return ShapleySampling(n, per_feature, opts.seed, ctx.length, ctx.num_features)
