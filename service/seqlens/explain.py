@@ -97,7 +97,7 @@ def plan_methods(request: ExplainRequest, ctx: PlanContext, settings: Settings) 
     (shared equally), so it refines as far as the limit allows instead of being refused.
     """
     options = request.methods or (MethodOptions(DEFAULT_METHOD),)
-    budgeted = [o.name == ig.NAME and o.adaptive and not o.max_steps for o in options]
+    budgeted = [o.name == ig.NAME and ig.runs_adaptive(o) and not o.max_steps for o in options]
     plans: dict[int, Plan] = {i: plan_method(o, ctx) for i, o in enumerate(options) if not budgeted[i]}
     faith_work = faith.work(ctx.length, len(options)) if request.faithfulness else 0
     fixed = sum(p.work for p in plans.values()) + faith_work
@@ -241,3 +241,5 @@ class ExplainRunner:
             rel = att.relative_delta
             if rel is not None:
                 self._metrics.relative_delta.labels(model, att.method).observe(rel)
+            if att.converged is False:
+                self._metrics.unconverged.labels(model, att.method).inc()

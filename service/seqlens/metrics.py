@@ -48,6 +48,10 @@ class Metrics:
         self.relative_delta = Histogram(
             "seqlens_attribution_relative_delta", "|delta| / |f(x) - f(baseline)| of integral attributions",
             ["model", "method"], buckets=_DELTA_BUCKETS, registry=r)
+        # Exposed as seqlens_unconverged_attributions_total: answers whose delta missed the tolerance.
+        self.unconverged = Counter(
+            "seqlens_unconverged_attributions", "Attributions returned with converged = false",
+            ["model", "method"], registry=r)
         self.model_ready = Gauge("seqlens_model_ready", "1 when the version is READY", ["model", "version"],
                                  registry=r)
         # A gauge, so that the series is exactly seqlens_model_load_seconds{model}.

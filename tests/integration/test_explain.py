@@ -261,6 +261,27 @@ def test_stage_and_quality_metrics_are_exported(server: ServerThread, stub: Stub
     assert {"queue", "tokenize", "onnx", "gradient", "serialize"} <= stages
 
 
+def _counter(server: ServerThread, name: str, **labels: str) -> float:
+    with urllib.request.urlopen(f"http://127.0.0.1:{server.server.metrics_port}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    return sum(s.value for fam in text_string_to_metric_families(text) for s in fam.samples
+               if s.name == name and s.labels == labels)
+
+
+def test_unconverged_answers_are_counted_and_said(server: ServerThread, stub: Stub) -> None:
+    name, labels = "seqlens_unconverged_attributions_total", {"model": "words", "method": "integrated_gradients"}
+    before = _counter(server, name, **labels)
+    tight = explain_pb2.AttributionMethod(name="integrated_gradients", n_steps=1, tolerance=1e-9)
+    (att,) = stub.Explain(_words("tight", tight)).attributions
+    assert att.HasField("converged") and not att.converged  # one step cannot meet 1e-9
+    gap = abs(att.target_at_input - att.target_at_baseline)
+    assert abs(att.convergence_delta) > 1e-9 * gap + 1e-6 and att.tolerance == 1e-9
+    assert _counter(server, name, **labels) == before + 1
+    (sal,) = stub.Explain(_words("sal", explain_pb2.AttributionMethod(name="saliency"))).attributions
+    assert not sal.HasField("converged") and not sal.HasField("convergence_delta")
+    assert _counter(server, name, **labels) == before + 1
+
+
 @pytest.mark.slow
 def test_ig_faithfulness_beats_a_random_ranking_on_the_trained_sentiment_model(demo_repository: Path) -> None:
     """Needs the trained demo repository (session fixture ``demo_repository`` in tests/conftest.py)."""

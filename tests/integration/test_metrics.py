@@ -30,6 +30,7 @@ DESIGNED = {
     "seqlens_stage_duration_seconds": ("histogram", {"model", "stage"}),
     "seqlens_batch_size": ("histogram", {"model"}),
     "seqlens_attribution_relative_delta": ("histogram", {"model", "method"}),
+    "seqlens_unconverged_attributions": ("counter", {"model", "method"}),
     "seqlens_model_ready": ("gauge", {"model", "version"}),
     "seqlens_model_load_seconds": ("gauge", {"model"}),
 }

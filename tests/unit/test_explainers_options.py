@@ -38,7 +38,11 @@ def test_defaults_text_input_tokens_prediction_and_timings(family: Family) -> No
     assert [(t.text, t.start, t.end) for t in result.tokens or []] == [
         ("The", 0, 3), ("film", 4, 8), ("was", 9, 12), ("witty", 14, 19), ("!", 20, 21)]
     (att,) = result.attributions
-    assert att.method == "integrated_gradients" and att.n_steps == 50 and att.scores.shape == (5,)
+    # The default IG is adaptive: it refines past its first estimate (30 rows) until it adds up.
+    assert att.method == "integrated_gradients" and att.n_steps >= 30 and att.scores.shape == (5,)
+    gap = att.target_at_input - att.target_at_baseline
+    assert att.converged and att.tolerance == 0.01
+    assert att.convergence_delta is not None and abs(att.convergence_delta) <= 0.01 * abs(gap) + 1e-6
     ids = np.array([t.id for t in result.tokens or []])
     logits = loaded.onnx.run(ids[None], np.array([5]))[0]
     assert result.target.class_index == int(np.argmax(logits)) == result.prediction.label_index
@@ -166,4 +170,7 @@ def test_default_step_counts_follow_a_lower_server_cap(family: Family) -> None:
     loaded = family("lstm_tokens_cls")
     request = ExplainRequest(loaded.name, SequenceInput(text="the film was witty"))
     (att,) = explain(loaded, request, Settings(max_steps=20)).attributions
-    assert att.n_steps == 20 and abs(att.convergence_delta) < 1e-2 * max(1.0, abs(att.target_at_input))
+    # Adaptive within the cap: one 15-node panel fits in 20 rows, a refinement would not.
+    assert att.n_steps == 15 and att.convergence_delta is not None
+    gap = abs(att.target_at_input - att.target_at_baseline)
+    assert att.converged is (abs(att.convergence_delta) <= 0.01 * gap + 1e-6) or not att.converged

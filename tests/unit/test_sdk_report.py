@@ -86,6 +86,7 @@ def token_response(seed: int = 0, *, state: bool = True, faithfulness: bool = Tr
                                     target_at_baseline=0.2, seconds=0.01 * (j + 1))
         if name == "integrated_gradients":
             a.convergence_delta, a.n_steps, a.converged = 2e-4, 32, True
+            a.tolerance, a.relative_delta = 0.01, 2e-4
         if faithfulness and j == 0:
             a.faithfulness.CopyFrom(_faithfulness(rng))
         resp.attributions.append(a)
@@ -236,7 +237,7 @@ def test_html_data_says_what_is_absent() -> None:
 def test_to_text_colours_tokens_and_lists_the_strongest() -> None:
     exp = token_explanation()
     colored = exp.to_text("integrated_gradients")
-    assert "\x1b[48;2;" in colored and "pos (p=" in colored and "32 steps, converged" in colored
+    assert "\x1b[48;2;" in colored and "pos (p=" in colored and "32 steps · converged" in colored
     plain = exp.to_text("occlusion", color=False)
     assert "\x1b[" not in plain
     scores = exp.attributions["occlusion"].scores
@@ -256,3 +257,23 @@ def test_to_png_draws_every_panel(tmp_path: Path) -> None:
         out = exp.to_png(tmp_path / name)
         data = out.read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000
+
+
+def test_an_unconverged_attribution_is_said_first_in_every_report() -> None:
+    resp = token_response()
+    ig = next(a for a in resp.attributions if a.method == "integrated_gradients")
+    ig.convergence_delta, ig.converged, ig.tolerance, ig.relative_delta = 0.05, False, 0.01, 0.05
+    exp = Explanation.from_proto(resp)
+    exp.text, exp.labels = TEXT, LABELS
+    a = exp.attributions["integrated_gradients"]
+    assert a.converged is False and a.warning is not None and "5.0% of" in a.warning
+    lines = exp.to_text("integrated_gradients", color=False).splitlines()
+    assert lines[1].startswith("NOT CONVERGED: integrated_gradients")  # right under the headline
+    data = report_data(exp)
+    (m,) = [m for m in data["methods"] if m["name"] == "integrated_gradients"]
+    assert m["warning"] == a.warning and m["converged"] is False and m["tolerance"] == 0.01
+    assert a.warning in exp.to_html()
+    # methods without a delta carry none, and no warning
+    occ = exp.attributions["occlusion"]
+    assert occ.convergence_delta is None and occ.converged is None and occ.warning is None
+    assert "NOT CONVERGED" not in exp.to_text("occlusion", color=False)

@@ -349,34 +349,50 @@ class Attribution:
     """One method's attributions.
 
     ``scores [T]`` are signed (summed over embedding dims or features); ``feature_scores [T,F]``
-    for feature models; ``l2_norm [T]`` for token models. Integral methods report
-    ``convergence_delta`` = sum(scores) - (target_at_input - target_at_baseline), ``n_steps``
-    and, for adaptive IG, ``converged``.
+    for feature models; ``l2_norm [T]`` for token models. Methods with a completeness delta
+    (integrated_gradients, gradient_shap, shapley_sampling) report ``convergence_delta`` =
+    sum(attributions) - (target_at_input - target_at_baseline), ``converged`` (|delta| <=
+    ``tolerance`` x |f(x) - f(baseline)|, plus a 1e-6 float32 floor) and ``relative_delta``;
+    for other methods these are None (absent on the wire), never 0.0 / True.
     """
 
     method: str
     scores: np.ndarray
     feature_scores: np.ndarray | None = None
     l2_norm: np.ndarray | None = None
-    convergence_delta: float = 0.0
+    convergence_delta: float | None = None
     n_steps: int = 0
-    converged: bool = False
+    converged: bool | None = None
     target_at_input: float = 0.0
     target_at_baseline: float = 0.0
     faithfulness: Faithfulness | None = None
     seconds: float = 0.0
+    tolerance: float | None = None
+    relative_delta: float | None = None  # |delta| / |f(x) - f(baseline)|, as the server computed it
 
     @property
-    def relative_delta(self) -> float:
-        """|delta| / |f(x) - f(baseline)|: the quadrature error relative to what is attributed."""
-        gap = abs(self.target_at_input - self.target_at_baseline)
-        return abs(self.convergence_delta) / gap if gap > 0 else math.inf if self.convergence_delta else 0.0
+    def has_delta(self) -> bool:
+        return self.convergence_delta is not None
+
+    @property
+    def warning(self) -> str | None:
+        """One line saying the attributions do not add up (reports show it first), or None."""
+        if self.converged is not False:
+            return None
+        rel = self.relative_delta
+        by = f"{100 * rel:.1f}% of" if rel is not None else "more than the tolerance of"
+        tol = f" (tolerance {100 * self.tolerance:g}%)" if self.tolerance else ""
+        return (f"NOT CONVERGED: {self.method} attributions miss f(x) - f(baseline) by {by} the change{tol}; "
+                "ask for more steps or samples, or adaptive integrated gradients")
 
     @classmethod
     def from_proto(cls, msg: explain_pb2.Attribution) -> Attribution:
         return cls(method=msg.method, scores=to_numpy(msg.scores),
                    feature_scores=optional_numpy(msg, "feature_scores"), l2_norm=optional_numpy(msg, "l2_norm"),
-                   convergence_delta=msg.convergence_delta, n_steps=msg.n_steps, converged=msg.converged,
+                   convergence_delta=msg.convergence_delta if msg.HasField("convergence_delta") else None,
+                   n_steps=msg.n_steps, converged=msg.converged if msg.HasField("converged") else None,
+                   tolerance=msg.tolerance if msg.HasField("tolerance") else None,
+                   relative_delta=msg.relative_delta if msg.HasField("relative_delta") else None,
                    target_at_input=msg.target_at_input, target_at_baseline=msg.target_at_baseline,
                    faithfulness=Faithfulness.from_proto(msg.faithfulness) if msg.HasField("faithfulness") else None,
                    seconds=msg.seconds)

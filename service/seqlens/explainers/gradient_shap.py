@@ -16,7 +16,14 @@ import torch
 from torch import Tensor
 
 from .gradients import gradient_attribution, run_gradient_chunks
-from .options import MethodOptions, PlanContext, count_option, noise_option
+from .options import (
+    DEFAULT_TOLERANCE,
+    MethodOptions,
+    PlanContext,
+    count_option,
+    noise_option,
+    tolerance_option,
+)
 from .problem import Problem
 from .result import Attribution, completeness_delta
 from .sampling import Draws, SeededDraws
@@ -31,6 +38,7 @@ class GradientShap:
     stdev: float
     seed: int
     length: int
+    tolerance: float = DEFAULT_TOLERANCE
     method: str = NAME
     runtime: Literal["torch"] = "torch"
 
@@ -64,13 +72,13 @@ class GradientShap:
         fx, fb = problem.torch_endpoints
         mean_fx = f_noisy / self.n_samples if self.stdev else fx
         att = gradient_attribution(problem, NAME, full)
-        att.has_delta, att.convergence_delta = True, completeness_delta(att.full, mean_fx, fb)
         att.n_steps = self.n_samples
-        att.target_at_input, att.target_at_baseline = fx, fb
+        att.record_delta(completeness_delta(att.full, mean_fx, fb), fx, fb, self.tolerance)
         att.seconds = time.perf_counter() - start
         return att
 
 
 def plan(opts: MethodOptions, ctx: PlanContext) -> GradientShap:
     n = count_option(opts.n_samples, DEFAULT_SAMPLES, f"{NAME}.n_samples", ctx)
-    return GradientShap(n, noise_option(opts.noise_stdev, f"{NAME}.noise_stdev"), opts.seed, ctx.length)
+    return GradientShap(n, noise_option(opts.noise_stdev, f"{NAME}.noise_stdev"), opts.seed, ctx.length,
+                        tolerance_option(opts.tolerance, f"{NAME}.tolerance"))

@@ -2,8 +2,9 @@
 
 attr = (x - b) * sum_k w_k * grad f(b + a_k (x - b)), with nodes a_k and weights w_k of
 Gauss-Legendre (default, mapped to [0,1]) or a Riemann rule (left, right, middle,
-trapezoid: Captum's, whose trapezoid weights sum to (n-1)/n). Fixed ``n_steps``, or
-adaptive until |delta| <= tol x |f(x) - f(b)| (+1e-6 for float32 noise) **and** the
+trapezoid: Captum's, whose trapezoid weights sum to (n-1)/n). A caller's ``n_steps`` (without
+``adaptive``) runs exactly that many steps; with no ``n_steps`` the method is adaptive (the
+default explanation must add up: docs/architecture.md, "Convergence"). Adaptive runs until |delta| <= tol x |f(x) - f(b)| (+1e-6 for float32 noise) **and** the
 attributions moved by less than tol (relative L1 over the full [T,D] attribution) since the
 previous refinement, or the step cap:
 - Gauss-Legendre (the default): nested Gauss-Kronrod panels refined where the path needs
@@ -14,7 +15,6 @@ previous refinement, or the step cap:
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass
 from functools import lru_cache
@@ -27,16 +27,15 @@ from torch import Tensor
 from ..errors import InvalidInput
 from .gradients import gradient_attribution, run_gradient_chunks
 from .kronrod import PANEL, adaptive_integral
-from .options import MethodOptions, PlanContext, Quadrature, count_option
+from .options import DEFAULT_TOLERANCE, MethodOptions, PlanContext, Quadrature, count_option, tolerance_option
 from .problem import Problem
-from .result import Attribution, completeness_delta
+from .result import DELTA_FLOOR, Attribution, completeness_delta, within_tolerance
 
 NAME = "integrated_gradients"
 DEFAULT_STEPS = 50  # Captum's default
 ADAPTIVE_START = 8  # Riemann rules: the first rung
 KRONROD_START = 16  # Gauss-Legendre: the first estimate takes <= 2 x n_steps rows -> 2 panels (30 rows)
-DEFAULT_TOLERANCE = 0.01
-DELTA_FLOOR = 1e-6  # float32 rounding of f(x) - f(b)
+__all__ = ["DEFAULT_TOLERANCE", "DELTA_FLOOR", "IntegratedGradients", "plan", "runs_adaptive"]
 # numpy's leggauss solves an n x n eigenproblem: 0.6 s at n = 1024, ~8 s at 2048 (this VM).
 # Nodes are cached per n; beyond this a Riemann rule is the tool.
 MAX_GAUSS_LEGENDRE = 1024
@@ -100,7 +99,7 @@ class IntegratedGradients:
     n_steps: int  # fixed steps, or the first rung when adaptive
     quadrature: Quadrature
     adaptive: bool
-    tolerance: float
+    tolerance: float  # relative: adaptive refinement's target, and what ``converged`` is judged against
     cap: int  # adaptive: most steps of one rung (Riemann), most gradient rows in all (Gauss-Kronrod)
     length: int
     panels: int = 0  # adaptive Gauss-Kronrod: panels of the first estimate (0 = the doubling ladder)
@@ -128,25 +127,24 @@ class IntegratedGradients:
         if self.panels:
             outcome = adaptive_integral(problem, self.panels, self.tolerance, self.cap, gap, DELTA_FLOOR)
             att = gradient_attribution(problem, NAME, outcome.attributions)
-            att.convergence_delta = completeness_delta(att.full, fx, fb)
-            att.has_delta, att.n_steps, att.converged = True, outcome.rows, outcome.converged
-            att.target_at_input, att.target_at_baseline = fx, fb
+            att.n_steps = outcome.rows
+            att.record_delta(completeness_delta(att.full, fx, fb), fx, fb, self.tolerance,
+                             refined=outcome.converged)
             att.seconds = time.perf_counter() - start
             return att
         previous: Tensor | None = None
-        converged = not self.adaptive
+        refined = not self.adaptive  # a fixed count has no refinement rule, only the delta
         for n in self.ladder():
             full = integrate(problem, self.quadrature, n)
             delta = completeness_delta(full.numpy(), fx, fb)
-            if self.adaptive and previous is not None:
-                close = abs(delta) <= self.tolerance * abs(gap) + DELTA_FLOOR
-                if close and relative_l1(full, previous) < self.tolerance:
-                    converged = True
-                    break
+            if (self.adaptive and previous is not None and within_tolerance(delta, gap, self.tolerance)
+                    and relative_l1(full, previous) < self.tolerance):
+                refined = True
+                break
             previous = full
         att = gradient_attribution(problem, NAME, full)
-        att.has_delta, att.convergence_delta, att.n_steps, att.converged = True, delta, n, converged
-        att.target_at_input, att.target_at_baseline = fx, fb
+        att.n_steps = n
+        att.record_delta(delta, fx, fb, self.tolerance, refined=refined)
         att.seconds = time.perf_counter() - start
         return att
 
@@ -167,16 +165,18 @@ def _check_rule(rule: Quadrature, n: int, field: str) -> int:
     return n
 
 
+def runs_adaptive(opts: MethodOptions) -> bool:
+    """Adaptive when asked, or when the caller fixed no step count (the default must add up)."""
+    return opts.adaptive or not opts.n_steps
+
+
 def plan(opts: MethodOptions, ctx: PlanContext) -> IntegratedGradients:
     rule = opts.quadrature
     minimum = 1 if rule == "gausslegendre" else 2  # Captum's Riemann rules need n > 1
-    if not opts.adaptive:
+    tol = tolerance_option(opts.tolerance, f"{NAME}.tolerance")
+    if not runs_adaptive(opts):
         n = count_option(opts.n_steps, DEFAULT_STEPS, f"{NAME}.n_steps", ctx, minimum=minimum)
-        return IntegratedGradients(_check_rule(rule, n, f"{NAME}.n_steps"), rule, False, 0.0, n, ctx.length)
-    tol = opts.tolerance or DEFAULT_TOLERANCE
-    if not math.isfinite(tol) or not 0 < tol < 1:
-        raise InvalidInput(
-            f"{NAME}.tolerance is {opts.tolerance}; it must be in (0, 1) (0 = {DEFAULT_TOLERANCE})")
+        return IntegratedGradients(_check_rule(rule, n, f"{NAME}.n_steps"), rule, False, tol, n, ctx.length)
     kronrod = rule == "gausslegendre"
     default = KRONROD_START if kronrod else ADAPTIVE_START
     start = count_option(opts.n_steps, default, f"{NAME}.n_steps", ctx, minimum=minimum)

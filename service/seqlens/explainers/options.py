@@ -81,6 +81,17 @@ def count_option(value: int, default: int, field: str, ctx: PlanContext, *, mini
     return n
 
 
+DEFAULT_TOLERANCE = 0.01  # relative: what ``converged`` is judged against by default
+
+
+def tolerance_option(value: float, field: str) -> float:
+    """A relative tolerance in (0, 1); 0 means DEFAULT_TOLERANCE."""
+    tol = value or DEFAULT_TOLERANCE
+    if not math.isfinite(tol) or not 0 < tol < 1:
+        raise InvalidInput(f"{field} is {value}; it must be in (0, 1) (0 = {DEFAULT_TOLERANCE})")
+    return tol
+
+
 def noise_option(value: float, field: str) -> float:
     if not math.isfinite(value) or value < 0:
         raise InvalidInput(f"{field} is {value}; it must be a finite number >= 0")

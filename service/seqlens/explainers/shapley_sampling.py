@@ -15,11 +15,13 @@ import numpy as np
 import torch
 
 from .options import (
+    DEFAULT_TOLERANCE,
     MethodOptions,
     PlanContext,
     count_option,
     per_feature_ablation,
     token_perturbation_baseline,
+    tolerance_option,
 )
 from .perturbation import apply_masks, perturbation_attribution, timestep_groups
 from .problem import Problem
@@ -37,6 +39,7 @@ class ShapleySampling:
     seed: int
     length: int
     num_features: int
+    tolerance: float = DEFAULT_TOLERANCE
     method: str = NAME
     runtime: Literal["onnx"] = "onnx"
 
@@ -78,7 +81,7 @@ class ShapleySampling:
             att = perturbation_attribution(problem, NAME, credit.reshape(shape))
         else:
             att = perturbation_attribution(problem, NAME, timestep_groups(problem, credit), per_step=credit)
-        att.has_delta, att.convergence_delta = True, completeness_delta(credit, fx, fb)
+        att.record_delta(completeness_delta(credit, fx, fb), fx, fb, self.tolerance)
         att.n_steps = self.n_samples
         att.seconds = time.perf_counter() - began
         return att
@@ -88,4 +91,5 @@ def plan(opts: MethodOptions, ctx: PlanContext) -> ShapleySampling:
     token_perturbation_baseline(NAME, ctx)
     per_feature = per_feature_ablation(NAME, opts, ctx)
     n = count_option(opts.n_samples, DEFAULT_SAMPLES, f"{NAME}.n_samples", ctx)
-    return ShapleySampling(n, per_feature, opts.seed, ctx.length, ctx.num_features)
+    return ShapleySampling(n, per_feature, opts.seed, ctx.length, ctx.num_features,
+                           tolerance_option(opts.tolerance, f"{NAME}.tolerance"))

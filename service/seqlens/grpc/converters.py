@@ -254,9 +254,14 @@ def explain_request(msg: explain_pb2.ExplainRequest) -> ExplainRequest:
 
 def attribution_to_proto(a: Attribution) -> explain_pb2.Attribution:
     msg = explain_pb2.Attribution(
-        method=a.method, scores=numpy_to_tensor(a.scores), convergence_delta=a.convergence_delta,
-        n_steps=a.n_steps, converged=a.converged, target_at_input=a.target_at_input,
+        method=a.method, scores=numpy_to_tensor(a.scores), n_steps=a.n_steps, target_at_input=a.target_at_input,
         target_at_baseline=a.target_at_baseline, seconds=a.seconds)
+    if a.convergence_delta is not None:  # absent, not 0.0 / true, for methods without a delta
+        msg.convergence_delta, msg.converged = a.convergence_delta, bool(a.converged)
+        msg.tolerance = float(a.tolerance or 0.0)
+        rel = a.relative_delta
+        if rel is not None:
+            msg.relative_delta = rel
     if a.feature_scores is not None:
         msg.feature_scores.CopyFrom(numpy_to_tensor(a.feature_scores))
     if a.l2_norm is not None:

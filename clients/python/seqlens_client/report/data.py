@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..options import INTEGRAL_METHODS
 from ..results import jsonable
 
 if TYPE_CHECKING:
@@ -92,8 +91,10 @@ def _method(name: str, a: Attribution) -> dict[str, Any]:
         "name": name, "scores": _finite(a.scores),
         "feature_scores": None if a.feature_scores is None else _finite(a.feature_scores),
         "l2_norm": None if a.l2_norm is None else _finite(a.l2_norm),
-        "integral": name in INTEGRAL_METHODS,
-        "convergence_delta": a.convergence_delta, "relative_delta": rel if math.isfinite(rel) else None,
+        "integral": a.has_delta,
+        "convergence_delta": a.convergence_delta,
+        "relative_delta": rel if rel is not None and math.isfinite(rel) else None,
+        "tolerance": a.tolerance, "warning": a.warning,
         "n_steps": a.n_steps, "converged": a.converged, "target_at_input": a.target_at_input,
         "target_at_baseline": a.target_at_baseline, "seconds": a.seconds,
         "faithfulness": None if a.faithfulness is None else a.faithfulness.to_dict(),

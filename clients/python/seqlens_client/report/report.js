@@ -237,9 +237,10 @@
   function renderAttribution() {
     var b = body("attribution"), m = method();
     if (!m) { note(b, "No attributions in this explanation: ask for methods=[...] when explaining."); return; }
+    if (m.warning) el("div", { "class": "unconverged", role: "alert" }, b, "⚠ " + m.warning);
     var info = [m.name.replace(/_/g, " ")];
-    if (m.integral) info.push(m.n_steps + " steps" + (m.converged ? " (converged)" : ""));
-    if (m.integral) info.push("δ = " + fmt(m.convergence_delta) +
+    if (m.n_steps) info.push(m.n_steps + (m.name === "integrated_gradients" ? " steps" : " samples"));
+    if (m.integral) info.push((m.converged ? "converged" : "NOT converged") + ", δ = " + fmt(m.convergence_delta) +
                              (m.relative_delta !== null ? " (" + fmt(100 * m.relative_delta, 2) + "% of f(x)−f(b))" : ""));
     info.push("f(x) = " + fmt(m.target_at_input) + ", f(baseline) = " + fmt(m.target_at_baseline));
     if (m.seconds) info.push(fmt(m.seconds * 1000, 1) + " ms");

@@ -8,8 +8,6 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..options import INTEGRAL_METHODS
-
 if TYPE_CHECKING:
     from ..results import Attribution, Explanation
 
@@ -37,10 +35,12 @@ def _steps(exp: Explanation) -> list[str]:
 
 def _quality(a: Attribution) -> str:
     parts = [a.method]
-    if a.method in INTEGRAL_METHODS:
-        parts.append(f"{a.n_steps} steps" + (", converged" if a.converged else ""))
+    if a.n_steps:
+        parts.append(f"{a.n_steps} steps" if a.method == "integrated_gradients" else f"{a.n_steps} samples")
+    if a.convergence_delta is not None:
         rel = a.relative_delta
-        parts.append(f"delta {a.convergence_delta:+.2e}" + (f" ({100 * rel:.2f}%)" if np.isfinite(rel) else ""))
+        parts.append(("converged" if a.converged else "NOT converged")
+                     + f", delta {a.convergence_delta:+.2e}" + (f" ({100 * rel:.2f}%)" if rel is not None else ""))
     parts.append(f"f(x) {a.target_at_input:.4g}, f(baseline) {a.target_at_baseline:.4g}")
     if a.faithfulness is not None:
         f = a.faithfulness
@@ -78,6 +78,9 @@ def render_text(exp: Explanation, method: str | None = None, color: bool = True,
         a = exp.attributions[name]
         scores = a.scores.astype(np.float64)
         max_abs = float(np.abs(scores).max()) if scores.size else 0.0
+        warning = a.warning
+        if warning:
+            lines.append(f"{_BOLD}\x1b[33m{warning}{_RESET}" if color else warning)
         lines.append((f"{_DIM}{_quality(a)}{_RESET}") if color else _quality(a))
         if color:
             cells = [f"{_bg(float(s), max_abs)}{tok}{_RESET}" for tok, s in zip(steps, scores, strict=False)]

@@ -147,7 +147,7 @@ class Faithfulness(_message.Message):
     def __init__(self, top_k_percent: _Optional[_Iterable[float]] = ..., comprehensiveness: _Optional[_Iterable[float]] = ..., sufficiency: _Optional[_Iterable[float]] = ..., aopc_comprehensiveness: _Optional[float] = ..., aopc_sufficiency: _Optional[float] = ..., random_comprehensiveness: _Optional[_Iterable[float]] = ..., random_sufficiency: _Optional[_Iterable[float]] = ..., random_aopc_comprehensiveness: _Optional[float] = ..., random_aopc_sufficiency: _Optional[float] = ...) -> None: ...
 
 class Attribution(_message.Message):
-    __slots__ = ("method", "scores", "feature_scores", "l2_norm", "convergence_delta", "n_steps", "converged", "target_at_input", "target_at_baseline", "faithfulness", "seconds")
+    __slots__ = ("method", "scores", "feature_scores", "l2_norm", "convergence_delta", "n_steps", "converged", "target_at_input", "target_at_baseline", "faithfulness", "seconds", "tolerance", "relative_delta")
     METHOD_FIELD_NUMBER: _ClassVar[int]
     SCORES_FIELD_NUMBER: _ClassVar[int]
     FEATURE_SCORES_FIELD_NUMBER: _ClassVar[int]
@@ -159,6 +159,8 @@ class Attribution(_message.Message):
     TARGET_AT_BASELINE_FIELD_NUMBER: _ClassVar[int]
     FAITHFULNESS_FIELD_NUMBER: _ClassVar[int]
     SECONDS_FIELD_NUMBER: _ClassVar[int]
+    TOLERANCE_FIELD_NUMBER: _ClassVar[int]
+    RELATIVE_DELTA_FIELD_NUMBER: _ClassVar[int]
     method: str
     scores: _types_pb2.Tensor
     feature_scores: _types_pb2.Tensor
@@ -170,7 +172,9 @@ class Attribution(_message.Message):
     target_at_baseline: float
     faithfulness: Faithfulness
     seconds: float
-    def __init__(self, method: _Optional[str] = ..., scores: _Optional[_Union[_types_pb2.Tensor, _Mapping]] = ..., feature_scores: _Optional[_Union[_types_pb2.Tensor, _Mapping]] = ..., l2_norm: _Optional[_Union[_types_pb2.Tensor, _Mapping]] = ..., convergence_delta: _Optional[float] = ..., n_steps: _Optional[int] = ..., converged: _Optional[bool] = ..., target_at_input: _Optional[float] = ..., target_at_baseline: _Optional[float] = ..., faithfulness: _Optional[_Union[Faithfulness, _Mapping]] = ..., seconds: _Optional[float] = ...) -> None: ...
+    tolerance: float
+    relative_delta: float
+    def __init__(self, method: _Optional[str] = ..., scores: _Optional[_Union[_types_pb2.Tensor, _Mapping]] = ..., feature_scores: _Optional[_Union[_types_pb2.Tensor, _Mapping]] = ..., l2_norm: _Optional[_Union[_types_pb2.Tensor, _Mapping]] = ..., convergence_delta: _Optional[float] = ..., n_steps: _Optional[int] = ..., converged: _Optional[bool] = ..., target_at_input: _Optional[float] = ..., target_at_baseline: _Optional[float] = ..., faithfulness: _Optional[_Union[Faithfulness, _Mapping]] = ..., seconds: _Optional[float] = ..., tolerance: _Optional[float] = ..., relative_delta: _Optional[float] = ...) -> None: ...
 
 class ResolvedTarget(_message.Message):
     __slots__ = ("class_index", "label", "timestep", "horizon_step", "output_space")
