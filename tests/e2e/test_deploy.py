@@ -32,7 +32,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "k8s"
 DOCKERFILE = ROOT / "Dockerfile"
-README_SECTION = ROOT / "deploy" / "README-section.md"
+README = ROOT / "README.md"
 
 KUBERNETES_VERSIONS = ("1.30.0", "1.33.0")
 GRPC_PORT, METRICS_PORT = 50051, 9090
@@ -700,8 +700,9 @@ def test_tls_deployments_get_a_plaintext_health_port():
 
 
 def test_readme_section_matches_the_files():
-    assert README_SECTION.exists(), "deploy/README-section.md (the README's Deploy section) is missing"
-    text = README_SECTION.read_text()
+    readme = README.read_text()
+    assert "\n## Deploy\n" in readme, "the README has no Deploy section"
+    text = readme.split("\n## Deploy\n", 1)[1].split("\n## ", 1)[0]
     for path in set(re.findall(r"\b(deploy/k8s/[\w./-]+[\w])", text)):
         assert (ROOT / path).exists(), f"README section mentions {path}, which does not exist"
     for needle in (
