@@ -20,9 +20,9 @@ from tests.factories import export_tiny
 ray = pytest.importorskip("ray", reason="bulk explanation needs the seqlens[ray] extra")
 pq = pytest.importorskip("pyarrow.parquet")
 
-from seqlens.bulk import BulkSpec, explain_dataset, summarize  # noqa: E402
-from seqlens.explainers.options import MethodOptions  # noqa: E402
-from seqlens_client import Client, Method, SeqlensError, StateOptions  # noqa: E402
+from seqlens.bulk import BulkSpec, explain_dataset, summarize
+from seqlens.explainers.options import MethodOptions
+from seqlens_client import Client, Method, SeqlensError, StateOptions
 
 TOL = 1e-6
 TEXTS = ["the film was good", "a very dull plot .", "not bad !", "witty , witty movie", "the plot was bad",

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 _WHERE = {"DatasetSummary": "aggregate", "summarize": "aggregate", "BulkProgress": "run", "BulkReport": "run",
           "explain_dataset": "run", "BulkSpec": "spec"}
-__all__ = sorted(_WHERE)
+__all__ = ["BulkProgress", "BulkReport", "BulkSpec", "DatasetSummary", "explain_dataset", "summarize"]
 
 
 def __getattr__(name: str) -> Any:

@@ -137,7 +137,11 @@ class _MethodAccumulator:
     def finish(self, top: int, min_count: int) -> MethodSummary:
         out = MethodSummary(self.method, self.rows, relative_delta=self.rel,
                             converged_fraction=self.converged / self.rows if self.rows else None,
-                            mean_n_steps=self.n_steps / self.rows if self.rows else None, **self.faith)
+                            mean_n_steps=self.n_steps / self.rows if self.rows else None,
+                            aopc_comprehensiveness=self.faith["aopc_comprehensiveness"],
+                            aopc_sufficiency=self.faith["aopc_sufficiency"],
+                            random_aopc_comprehensiveness=self.faith["random_aopc_comprehensiveness"],
+                            random_aopc_sufficiency=self.faith["random_aopc_sufficiency"])
         by_class: dict[str, list[TokenStat]] = defaultdict(list)
         for (cls, tok), (n, total, total_abs) in self.tokens.items():
             if n >= min_count:

@@ -83,8 +83,8 @@ def _quantiles(values: list[float]) -> str:
 
 
 def _method_section(m: MethodSummary, s: DatasetSummary) -> str:
-    out = [f"<h2>{escape(m.method)}</h2><p>{m.rows} explained rows; mean steps/samples "
-           f"{_num(m.mean_n_steps)}; converged {_num(m.converged_fraction)}</p>"]
+    out = [(f"<h2>{escape(m.method)}</h2><p>{m.rows} explained rows; mean steps/samples "
+            f"{_num(m.mean_n_steps)}; converged {_num(m.converged_fraction)}</p>")]
     if m.top_tokens:
         out.append("<h3>Tokens by mean attribution, per explained class</h3>")
         for cls in m.top_tokens:
@@ -123,8 +123,8 @@ def summary_html(s: DatasetSummary) -> str:
     classes = "".join(f"<tr><td>{escape(c)}</td><td>{n}</td></tr>" for c, n in s.class_counts.items())
     errors = "".join(f"<tr><td>{escape(msg)}</td><td>{n}</td></tr>" for msg, n in s.top_errors)
     body = [f"<h1>seqlens bulk explanation: {escape(s.model)} (version {escape(s.model_version)})</h1>",
-            f"<p>{s.rows} rows, {s.failed} failed; task {escape(s.task)}, {escape(s.input_kind)} input; "
-            f"output <code>{escape(s.output)}</code></p>",
+            (f"<p>{s.rows} rows, {s.failed} failed; task {escape(s.task)}, {escape(s.input_kind)} input; "
+             f"output <code>{escape(s.output)}</code></p>"),
             f"<table><caption>explained class</caption><tr><th>class</th><th>rows</th></tr>{classes}</table>"]
     if errors:
         body.append(f"<table><caption>most frequent errors</caption><tr><th>message</th><th>rows</th></tr>"

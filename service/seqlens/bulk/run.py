@@ -178,17 +178,17 @@ def _check_spec(spec: BulkSpec, plan: InputPlan) -> ModelConfig:
 def _run_blocks(spec: BulkSpec, plan: InputPlan, output: Path, pending: list[Any],
                 num_actors: int | None) -> Any:
     ray = ensure_ray()
-    import ray.data
+    from ray import data as ray_data
 
     from .worker import BlockExplainerActor
 
-    ctx = ray.data.DataContext.get_current()
+    ctx = ray_data.DataContext.get_current()
     ctx.enable_progress_bars = False  # ours counts blocks and rows
     cpus = int(ray.cluster_resources().get("CPU", 1))
     actors = max(1, min(num_actors or cpus, len(pending)))
     items = [{"block": b.index} for b in pending]
-    ds = ray.data.from_items(items, override_num_blocks=len(items))
-    ds = ds.map_batches(BlockExplainerActor, fn_constructor_kwargs={
+    blocks = ray_data.from_items(items, override_num_blocks=len(items))
+    explained = blocks.map_batches(BlockExplainerActor, fn_constructor_kwargs={
         "spec_json": spec.to_json(), "plan": plan, "output": str(output.resolve())},
-        batch_size=1, batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=actors), num_cpus=1)
-    yield from ds.iter_rows()
+        batch_size=1, batch_format="numpy", compute=ray_data.ActorPoolStrategy(size=actors), num_cpus=1)
+    yield from explained.iter_rows()

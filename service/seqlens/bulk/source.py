@@ -218,7 +218,8 @@ def _read_parquet_block(plan: InputPlan, block: Block) -> list[RowInput]:
 
     pf = pq.ParquetFile(plan.path)
     columns = [plan.input_column] + ([plan.id_column] if plan.id_column else [])
-    groups, first_row, row = [], 0, 0
+    groups: list[int] = []
+    first_row = row = 0
     for g in range(pf.metadata.num_row_groups):
         n = pf.metadata.row_group(g).num_rows
         if row + n > block.start and row < block.stop:
