@@ -14,16 +14,20 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from ..explainers.options import MethodOptions
+    from ..explainers.targets import TargetSpec
     from .aggregate import DatasetSummary, summarize
     from .run import BulkProgress, BulkReport, explain_dataset
     from .spec import BulkSpec
 
-_WHERE = {"DatasetSummary": "aggregate", "summarize": "aggregate", "BulkProgress": "run", "BulkReport": "run",
-          "explain_dataset": "run", "BulkSpec": "spec"}
-__all__ = ["BulkProgress", "BulkReport", "BulkSpec", "DatasetSummary", "explain_dataset", "summarize"]
+_WHERE = {"DatasetSummary": ".aggregate", "summarize": ".aggregate", "BulkProgress": ".run", "BulkReport": ".run",
+          "explain_dataset": ".run", "BulkSpec": ".spec", "MethodOptions": "..explainers.options",
+          "TargetSpec": "..explainers.targets"}
+__all__ = ["BulkProgress", "BulkReport", "BulkSpec", "DatasetSummary", "MethodOptions", "TargetSpec",
+           "explain_dataset", "summarize"]
 
 
 def __getattr__(name: str) -> Any:
     if name not in _WHERE:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
+    return getattr(importlib.import_module(_WHERE[name], __name__), name)

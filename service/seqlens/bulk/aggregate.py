@@ -65,6 +65,7 @@ class DatasetSummary:
     top_errors: list[tuple[str, int]]  # most frequent messages
     class_counts: dict[str, int]  # explained class -> rows
     methods: list[MethodSummary]
+    min_count: int = 3  # occurrences a token needed to be ranked
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -208,4 +209,4 @@ def summarize(output: str | Path, *, top: int = 15, min_count: int = 3) -> Datas
         output=str(output), model=spec["model"], model_version=spec["version"], task=model["task"],
         input_kind=model["input_kind"], feature_names=model["feature_names"], rows=rows, failed=failed,
         errors=dict(errors), top_errors=messages.most_common(5), class_counts=dict(sorted(classes.items())),
-        methods=[a.finish(top, min_count) for a in accs])
+        methods=[a.finish(top, min_count) for a in accs], min_count=min_count)

@@ -85,8 +85,10 @@ def _quantiles(values: list[float]) -> str:
 def _method_section(m: MethodSummary, s: DatasetSummary) -> str:
     out = [(f"<h2>{escape(m.method)}</h2><p>{m.rows} explained rows; mean steps/samples "
             f"{_num(m.mean_n_steps)}; converged {_num(m.converged_fraction)}</p>")]
+    if s.input_kind == "tokens" and not m.top_tokens:
+        out.append(f"<p class=muted>no token occurs {s.min_count} times or more: nothing to rank yet</p>")
     if m.top_tokens:
-        out.append("<h3>Tokens by mean attribution, per explained class</h3>")
+        out.append(f"<h3>Tokens by mean attribution, per explained class (tokens seen ≥ {s.min_count} times)</h3>")
         for cls in m.top_tokens:
             out.append(f"<div><b>{escape(cls)}</b><br>")
             out.append(_token_table("pushes towards it most", m.top_tokens[cls]))
