@@ -35,7 +35,7 @@ from seqlens.explainers.options import MethodOptions
 from seqlens.export import export_model
 from seqlens.families import build_model
 from seqlens.schema import ModelConfig
-from seqlens_client import Client, Method
+from seqlens_client import Client, Method, SeqlensError
 
 VOCAB = ["<pad>", "<unk>", *[f"w{i}" for i in range(998)]]
 
@@ -71,7 +71,7 @@ class Server:
             try:
                 self.client.list_models()
                 return
-            except Exception:
+            except SeqlensError:  # UNAVAILABLE until the server listens
                 if time.monotonic() > deadline or self.proc.poll() is not None:
                     raise RuntimeError("seqlens serve did not start") from None
                 time.sleep(0.3)

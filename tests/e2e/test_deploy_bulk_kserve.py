@@ -293,3 +293,20 @@ def test_serve_cli_accepts_runtime_args(monkeypatch):
     assert (str(parsed.model_repository), parsed.port, parsed.metrics_port) == ("/mnt/models", 8081, 9090)
     with pytest.raises(SystemExit):
         seqlens.cli.main([*args, "--no-such-flag"])
+
+
+def test_readme_sections_match_the_cli_and_files():
+    import re
+
+    text = (ROOT / "README.md").read_text()
+    start = text.index("## Explaining whole datasets (Ray Data)")
+    section = text[start:text.index("\n## ", text.index("## KServe", start) + 1)]
+    commands = [c.replace("\\\n", " ") for c in re.findall(r"^seqlens explain-dataset (?:.*\\\n)*.*$", section,
+                                                            re.MULTILINE)]
+    assert commands
+    for command in commands:
+        args = _bulk_args(command)
+        assert args.model and args.output
+    for path in set(re.findall(r"\b(deploy/[\w./-]+[\w])", section)):
+        assert (ROOT / path).exists(), f"README mentions {path}, which does not exist"
+    assert "seqlens-ray=" in section and "components/bulk-rayjob" in section
