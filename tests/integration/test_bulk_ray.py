@@ -20,7 +20,7 @@ from tests.factories import export_tiny
 ray = pytest.importorskip("ray", reason="bulk explanation needs the seqlens[ray] extra")
 pq = pytest.importorskip("pyarrow.parquet")
 
-from seqlens.bulk import BulkSpec, explain_dataset, summarize
+from seqlens.bulk import BulkProgress, BulkSpec, explain_dataset, summarize
 from seqlens.explainers.options import MethodOptions
 from seqlens_client import Client, Method, SeqlensError, StateOptions
 
