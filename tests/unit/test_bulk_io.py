@@ -137,3 +137,57 @@ def test_server_and_cli_never_import_ray():
                           check=False)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("kind", ["tagging", "forecasting"])
+def test_block_explainer_without_ray_fills_every_column(tmp_path, kind):
+    """The worker alone (no Ray): every task's columns get the explain core's values, with the
+    shapes the schema promises, for every layer and direction of a deep bidirectional model."""
+    pq = pytest.importorskip("pyarrow.parquet")
+    from seqlens.bulk.worker import BlockExplainer
+    from seqlens.config import Settings
+    from seqlens.explain import explain
+    from seqlens.versions import load_version
+    from tests.factories import export_tiny
+
+    tokens = kind == "tagging"
+    path = export_tiny(tmp_path / "repo", "m", task=kind, tokens=tokens, layers=2, bidirectional=True,
+                       cell="gru" if tokens else "lstm")
+    rng = np.random.default_rng(1)
+    if tokens:
+        rows = [{"id": i, "text": t} for i, t in enumerate(["the film was good", "dull", "a witty plot !"])]
+    else:
+        rows = [{"id": i, "features": rng.normal(size=(n, 3)).tolist()} for i, n in enumerate((4, 1, 6))]
+    src = _jsonl(tmp_path / "in.jsonl", [json.dumps(r) for r in rows])
+    plan = plan_input(src, block_rows=3)
+    spec = BulkSpec(repository=str(tmp_path / "repo"), model="m", version="1", state=(),
+                    methods=(MethodOptions("integrated_gradients", n_steps=8), MethodOptions("saliency")))
+    (tmp_path / "out").mkdir()
+    worker = BlockExplainer(spec.to_json(), plan, str(tmp_path / "out"))
+    outcome = worker.explain_block(plan.blocks[0])
+    assert (outcome.rows, outcome.failed) == (3, 0)
+    recs = pq.read_table(tmp_path / "out" / "part-000000.parquet").to_pylist()
+    loaded = load_version(path, "m", "1")
+    state_cols = [c for c in recs[0] if c.startswith("state.")]
+    assert {c.split(".")[1] for c in state_cols} == {"layer0", "layer1"}
+    assert {c.split(".")[2] for c in state_cols} == {"forward", "backward"}
+    for rec, row in zip(recs, plan_rows(plan), strict=True):
+        result = explain(loaded, spec.request_for(row.input, str(row.id)), Settings())
+        np.testing.assert_allclose(np.asarray(rec["scores"]), result.prediction.scores, atol=1e-6)
+        for att in result.attributions:
+            np.testing.assert_allclose(np.asarray(rec[f"{att.method}.scores"]), att.scores, atol=1e-6)
+            if att.feature_scores is not None:
+                assert np.asarray(rec[f"{att.method}.feature_scores"]).shape == att.feature_scores.shape
+        for s in result.state:
+            prefix = f"state.layer{s.layer}.{s.direction}."
+            assert np.asarray(rec[prefix + "state_norm"]).shape == (rec["length"],)
+            assert np.asarray(rec[prefix + "gate_mean"]).shape == s.gate_mean.shape
+        if tokens:
+            assert np.asarray(rec["scores"]).shape == (rec["length"], 3) and len(rec["step_labels"]) == rec["length"]
+            assert rec["target_timestep"] == rec["length"] - 1 and rec["target_label"] is not None
+        else:
+            assert rec["target_horizon_step"] == 0 and rec["target_label"] is None and "tokens" not in rec
+
+
+def plan_rows(plan):
+    return [r for b in plan.blocks for r in read_block(plan, b)]
