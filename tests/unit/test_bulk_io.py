@@ -148,6 +148,7 @@ def test_block_explainer_without_ray_fills_every_column(tmp_path, kind):
     from seqlens.config import Settings
     from seqlens.explain import explain
     from seqlens.versions import load_version
+
     from tests.factories import export_tiny
 
     tokens = kind == "tagging"
