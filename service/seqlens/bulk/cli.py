@@ -31,6 +31,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
                    help="attribution method, repeatable, e.g. integrated_gradients:n_steps=64 or "
                         "occlusion:window=1 (default: integrated_gradients, adaptive to 1%%)")
     p.add_argument("--target", default=None, help="class label or index to explain (default: the predicted one)")
+    p.add_argument("--timestep", type=int, default=None, help="tagging: the timestep to explain (default: the last)")
+    p.add_argument("--horizon-step", type=int, default=None, help="forecasts: the horizon step (default: 0)")
+    p.add_argument("--output-space", default="logit", choices=["logit", "probability"],
+                   help="explain the logit (default) or the softmax probability")
     p.add_argument("--baseline", default="default", choices=["default", "pad", "zeros", "training_mean"])
     p.add_argument("--state", default=None, metavar="NAMES",
                    help="state summaries to keep, comma-separated, or 'all' (default: none)")
@@ -71,9 +75,10 @@ def run(args: argparse.Namespace) -> int:
         from ..demo import ensure_demo_repository
 
         repository = ensure_demo_repository()
-    target = TargetSpec()
-    if args.target is not None:
-        target = TargetSpec(class_index=int(args.target)) if args.target.isdigit() else TargetSpec(label=args.target)
+    target = TargetSpec(
+        class_index=int(args.target) if args.target is not None and args.target.isdigit() else None,
+        label=args.target if args.target is not None and not args.target.isdigit() else None,
+        timestep=args.timestep, horizon_step=args.horizon_step, output_space=args.output_space)
     state = None
     if args.state is not None:
         state = () if args.state == "all" else tuple(s.strip() for s in args.state.split(",") if s.strip())
