@@ -131,6 +131,10 @@ def main(argv: list[str] | None = None) -> int:
     check.add_argument("repository", type=Path)
     check.set_defaults(func=_cmd_check)
 
+    from .bulk.cli import add_parser as add_explain_dataset  # no Ray import until the command runs
+
+    add_explain_dataset(sub)
+
     args = parser.parse_args(argv)
     return int(args.func(args))
 
