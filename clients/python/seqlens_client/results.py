@@ -6,8 +6,6 @@ numbers) and the tabular ones ``to_pandas()`` (needs pandas, which is not a depe
 
 from __future__ import annotations
 
-import dataclasses
-import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -16,6 +14,8 @@ from typing import TYPE_CHECKING, Any, overload
 import numpy as np
 
 from ._proto.seqlens.v1 import explain_pb2, models_pb2, predict_pb2, types_pb2
+from .jsonable import as_dict as _dict
+from .jsonable import jsonable
 from .state import StateSummary
 from .tensors import optional_numpy, to_numpy
 
@@ -45,31 +45,6 @@ _KINDS = {models_pb2.TOKENS: "tokens", models_pb2.FEATURES: "features"}
 _STATES = {models_pb2.LOADING: "loading", models_pb2.READY: "ready", models_pb2.FAILED: "failed",
            models_pb2.UNLOADED: "unloaded"}
 _OUTPUT_SPACES = {explain_pb2.LOGIT: "logit", explain_pb2.PROBABILITY: "probability"}
-
-
-def jsonable(value: Any) -> Any:
-    """Arrays -> lists, dataclasses and named tuples -> dicts, non-finite floats -> None."""
-    if hasattr(value, "to_dict"):
-        return value.to_dict()
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if hasattr(value, "_asdict"):  # NamedTuple
-        return jsonable(value._asdict())
-    if isinstance(value, np.ndarray):
-        return jsonable(value.tolist())
-    if isinstance(value, np.generic):
-        return jsonable(value.item())
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [jsonable(v) for v in value]
-    return value
-
-
-def _dict(obj: Any) -> dict[str, Any]:
-    return {f.name: jsonable(getattr(obj, f.name)) for f in fields(obj)}
 
 
 def _pandas() -> Any:

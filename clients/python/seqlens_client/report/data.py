@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..results import jsonable
+from ..jsonable import jsonable
 
 if TYPE_CHECKING:
     from ..results import Attribution, Explanation
