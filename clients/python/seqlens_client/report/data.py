@@ -13,6 +13,7 @@ import numpy as np
 
 from ..options import INTEGRAL_METHODS
 from ..results import jsonable
+from .glyphs import inline_text, label_text
 
 if TYPE_CHECKING:
     from ..results import Attribution, Explanation
@@ -123,7 +124,13 @@ def report_data(exp: Explanation, title: str | None = None) -> dict[str, Any]:
         names = exp.feature_names if len(exp.feature_names) == f else [f"feature {i}" for i in range(f)]
         shown = min(f, _MAX_FEATURE_LINES)
         features = {"names": names, "values": _finite(exp.features.T), "shown": shown}  # values [F,T]
-    tokens = [{"text": tok.text, "start": tok.start, "end": tok.end} for tok in exp.tokens]
+    # label: one line (charts, tooltips); inline: what the running text shows (the covered
+    # characters, or the token itself when it covers none, e.g. [CLS]).
+    text = exp.text or ""
+    tokens = [{"text": tok.text, "start": tok.start, "end": tok.end, "special": tok.special,
+               "label": label_text(tok.text),
+               "inline": inline_text(text[tok.start:tok.end] if text and tok.end > tok.start else tok.text)}
+              for tok in exp.tokens]
     if not tokens and features is None:
         tokens = [{"text": f"t{i}", "start": -1, "end": -1} for i in range(t)]
     probs = exp.prediction.probabilities
