@@ -23,8 +23,15 @@ from .runtimes.onnx import INPUT_NAMES, MIN_OPSET, OUTPUT_NAME
 from .runtimes.torch import WEIGHTS_FILE, save_weights
 from .schema import TokenInput, dump_config
 from .tokenizers import write_vocabulary
-from .versions import (CONFIG_FILE, MAX_VOCAB_BYTES, ONNX_FILE, REFERENCE_FILE, LoadedVersion, load_version,
-                       probe_inputs)
+from .versions import (
+    CONFIG_FILE,
+    MAX_VOCAB_BYTES,
+    ONNX_FILE,
+    REFERENCE_FILE,
+    LoadedVersion,
+    load_version,
+    probe_inputs,
+)
 
 
 def export_onnx_bytes(module: SequenceModel) -> bytes:

@@ -33,7 +33,7 @@ def parse_tokenizer_json(text: str, source: str = "tokenizer.json") -> Any:
     lib = _library()
     try:
         tok = lib.Tokenizer.from_str(text)
-    except Exception as exc:  # the library raises plain Exceptions with serde's reason
+    except Exception as exc:  # noqa: BLE001 (the library raises plain Exception with serde's reason)
         raise ModelConfigError(f"{source} is not a tokenizers file this library reads: {str(exc)[:300]}") from None
     tok.no_truncation()
     tok.no_padding()

@@ -86,7 +86,7 @@ def _parse_json_tokens(text: str, source: str) -> list[str]:
     if isinstance(data, dict):  # {token: id}, as Hugging Face writes vocab.json
         values = list(data.values())
         if any(type(v) is not int for v in values) or sorted(values) != list(range(len(values))):
-            raise ModelConfigError(f"{source}: a {{token: id}} object needs integer ids 0..{len(ids) - 1}, "
+            raise ModelConfigError(f"{source}: a {{token: id}} object needs integer ids 0..{len(values) - 1}, "
                                    "each once")
         return check_tokens(sorted(data, key=data.__getitem__), source)
     if not isinstance(data, list):
@@ -103,7 +103,7 @@ def read_vocabulary(path: Path) -> list[str]:
     if path.suffix == JSON_SUFFIX:
         return _parse_json_tokens(raw, path.name)
     # Split on "\n" only (no universal newlines), dropping one final empty line.
-    lines = raw.split("\n")
+    lines = raw.split("\n") if raw else []
     if raw.endswith("\n"):
         lines.pop()
     return check_tokens(lines, path.name)

@@ -152,9 +152,8 @@ def test_lone_surrogates_from_json_clients(hf_server: ServerThread) -> None:
             client.predict("reviews", "\x00")
         assert client.predict("reviews", "still serving").predictions[0].label
     raw = b"\x0a\x07reviews\x1a\x05\x0a\x03\xed\xa0\x80"  # inputs[0].text = UTF-8-encoded U+D800
-    with grpc.insecure_channel(hf_server.target) as ch:
-        with pytest.raises(grpc.RpcError) as info:
-            ch.unary_unary("/seqlens.v1.SequenceExplainer/Predict")(raw, timeout=10)
+    with grpc.insecure_channel(hf_server.target) as ch, pytest.raises(grpc.RpcError) as info:
+        ch.unary_unary("/seqlens.v1.SequenceExplainer/Predict")(raw, timeout=10)
     assert info.value.code() == INVALID
 
 
