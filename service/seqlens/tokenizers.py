@@ -94,8 +94,9 @@ def _parse_json_tokens(text: str, source: str) -> list[str]:
     return check_tokens(data, source)
 
 
-def read_vocabulary(path: Path) -> list[str]:
+def read_vocabulary(path: str | Path) -> list[str]:
     """Tokens of a vocabulary file, by its suffix: ``.json`` or one token a line."""
+    path = Path(path)
     try:
         raw = path.read_bytes().decode("utf-8")
     except UnicodeDecodeError as exc:
