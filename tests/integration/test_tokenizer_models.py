@@ -181,3 +181,32 @@ def test_char_model_with_newline_and_tab_tokens(tmp_path: Path,
     assert "\u21e5[" in plain and "\u23ce[" in plain and "\u240d[" in plain  # ⇥ ⏎ ␍ glyphs, no raw breaks
     coloured = exp.to_text(color=True).split("\n")
     assert len(coloured) > text.count("\n")  # each source line on its own row
+
+
+def test_seqlens_export_from_files(hf_model: HfModel, tmp_path: Path) -> None:
+    """``seqlens export --vocab`` takes a tokenizer.json for huggingface models (copied as is)
+    and a one-token-a-line file for the others (written as vocab.json)."""
+    from seqlens.cli import main
+
+    src = hf_model.version
+    out = tmp_path / "repo" / "reviews" / "2"
+    assert main(["export", "--config", str(src / "model.yaml"), "--weights", str(src / "weights.safetensors"),
+                 "--vocab", str(hf_model.tokenizer_json), "--output", str(out)]) == 0
+    assert (out / "tokenizer.json").read_bytes() == hf_model.tokenizer_json.read_bytes()
+    text = "a warm, witty film"
+    assert [s.id for s in load_version(out, "reviews", "2").tokenizer.encode(text)] == \
+        _library(hf_model).encode(text).ids  # type: ignore[union-attr]
+
+    code, vocab = build_code_chars(tmp_path / "code-repo")
+    legacy = tmp_path / "vocab.txt"
+    legacy.write_text("".join(t + "\n" for t in [*vocab[:2], "x", "y"]), encoding="utf-8")
+    (tmp_path / "model.yaml").write_bytes((code / "model.yaml").read_bytes())
+    from seqlens.families import build_model
+    from seqlens.runtimes.torch import save_weights
+    from seqlens.schema import load_config
+
+    save_weights(build_model(load_config(tmp_path / "model.yaml"), 4, seed=1), tmp_path / "w.safetensors")
+    out = tmp_path / "repo" / "chars" / "1"
+    assert main(["export", "--config", str(tmp_path / "model.yaml"), "--weights", str(tmp_path / "w.safetensors"),
+                 "--vocab", str(legacy), "--output", str(out)]) == 0
+    assert read_vocabulary(out / "vocab.json") == ["<pad>", "<unk>", "x", "y"]
