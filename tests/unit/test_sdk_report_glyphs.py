@@ -55,6 +55,15 @@ def test_report_data_carries_visible_labels_and_running_text() -> None:
     assert [t["label"] for t in json.loads(raw.group(1))["tokens"]] == [t["label"] for t in toks]
 
 
+def test_overlapping_tokens_show_their_characters_once() -> None:
+    """Byte-level BPE cuts one emoji into two tokens with the same span."""
+    exp = code_explanation()
+    exp.text = "a😀"
+    exp.tokens = [exp.tokens[0].__class__(text=t, id=i, start=s, end=e)
+                  for i, (t, s, e) in enumerate([("a", 0, 1), ("ðŁĺ", 1, 2), ("Ģ", 1, 2)])]
+    assert [t["inline"] for t in report_data(exp)["tokens"]] == ["a", "😀", "\u00b7"]
+
+
 def test_text_report_shows_glyphs_and_keeps_source_lines() -> None:
     exp = code_explanation()
     plain = exp.to_text(color=False, width=400)
