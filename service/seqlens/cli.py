@@ -82,6 +82,10 @@ def _cmd_export(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     spec = config.input if isinstance(config.input, TokenInput) else None
     hf = spec is not None and spec.tokenizer == "huggingface"
+    if spec is not None and args.vocab is None:
+        print("seqlens: token models need --vocab (vocab.json, or the tokenizer.json of a huggingface tokenizer)",
+              file=sys.stderr)
+        return 2
     vocab = read_vocabulary(args.vocab) if args.vocab and not hf else None
     size = len(vocab) if vocab else None
     if spec is not None and hf and args.vocab:

@@ -191,6 +191,9 @@ def test_seqlens_export_from_files(hf_model: HfModel, tmp_path: Path) -> None:
     src = hf_model.version
     out = tmp_path / "repo" / "reviews" / "2"
     assert main(["export", "--config", str(src / "model.yaml"), "--weights", str(src / "weights.safetensors"),
+                 "--output", str(out)]) == 2  # no --vocab: a usage error, nothing written
+    assert not out.exists()
+    assert main(["export", "--config", str(src / "model.yaml"), "--weights", str(src / "weights.safetensors"),
                  "--vocab", str(hf_model.tokenizer_json), "--output", str(out)]) == 0
     assert (out / "tokenizer.json").read_bytes() == hf_model.tokenizer_json.read_bytes()
     text = "a warm, witty film"
