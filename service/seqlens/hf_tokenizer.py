@@ -17,6 +17,9 @@ from .tokenizers import TokenSpan, spans_for_tokens
 
 # Characters a text may average per token before it is refused unread (as for ``word``).
 HF_CHARS_PER_TOKEN = 64
+# Largest token id accepted: the embedding needs max id + 1 rows, so a hostile file with one
+# huge id must not make the server allocate for it.
+MAX_TOKEN_ID = (1 << 24) - 1
 INSTALL_HINT = "pip install 'seqlens[huggingface]' (the Hugging Face tokenizers library)"
 
 
@@ -48,10 +51,11 @@ class HuggingFaceTokenizer:
         if not vocab:
             raise ModelConfigError(f"{source} has an empty vocabulary")
         # The embedding needs a row for the largest id, even where the file leaves gaps.
-        self._size = max(vocab.values()) + 1
-        self._by_id: list[str | None] = [None] * self._size
-        for token, i in vocab.items():
-            self._by_id[i] = token
+        top = max(vocab.values())
+        if top > MAX_TOKEN_ID:
+            raise ModelConfigError(f"{source} has token id {top}; ids above {MAX_TOKEN_ID} are refused")
+        self._size = top + 1
+        self._by_id = {i: token for token, i in vocab.items()}
         self._special = sorted({a.content for a in tokenizer.get_added_tokens_decoder().values() if a.special})
         self._special_set = frozenset(self._special)
 
@@ -80,5 +84,5 @@ class HuggingFaceTokenizer:
     def decode_ids(self, ids: list[int]) -> list[TokenSpan]:
         """Spans for caller-given ids (offsets into the space-joined tokens)."""
         by_id = self._by_id
-        tokens = [(by_id[i] if 0 <= i < self._size else None) or "<?>" for i in ids]
+        tokens = [by_id.get(i, "<?>") for i in ids]
         return spans_for_tokens(tokens, ids, " ", [t in self._special_set for t in tokens])

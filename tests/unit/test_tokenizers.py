@@ -152,6 +152,8 @@ def test_huggingface_config_rules() -> None:
     ("{}", "not a tokenizers file"),
     ("[" * 100_000, "not a tokenizers file"),
     ('{"version": "1.0", "model": {"type": "WordLevel", "vocab": {}, "unk_token": "x"}}', "empty vocabulary"),
+    ('{"version": "1.0", "model": {"type": "WordLevel", "vocab": {"x": 0, "y": 4000000000}, "unk_token": "x"}}',
+     "token id 4000000000"),
 ])
 def test_hostile_tokenizer_json_is_refused(content: str, message: str) -> None:
     pytest.importorskip("tokenizers")
