@@ -163,7 +163,7 @@ class Case:
             self.ids = np.array([t.id for t in tokenizer.encode(text)], dtype=np.int64)
         else:
             rng = np.random.default_rng(seed)
-            self.ids = rng.integers(2, len(tokenizer.vocab), size=length).astype(np.int64)
+            self.ids = rng.integers(2, tokenizer.vocab_size, size=length).astype(np.int64)
         self.lengths = torch.tensor([len(self.ids)])
         module = self.loaded.torch_module
         with torch.no_grad():

@@ -76,14 +76,26 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
     from .export import export_model
     from .families import build_model
-    from .schema import load_config
-    from .tokenizers import Vocabulary
+    from .schema import TokenInput, load_config
+    from .tokenizers import read_vocabulary
 
     config = load_config(args.config)
-    vocab = Vocabulary.load(args.vocab).tokens if args.vocab else None
-    module = build_model(config, len(vocab) if vocab else None)
+    spec = config.input if isinstance(config.input, TokenInput) else None
+    hf = spec is not None and spec.tokenizer == "huggingface"
+    if spec is not None and args.vocab is None:
+        print("seqlens: token models need --vocab (vocab.json, or the tokenizer.json of a huggingface tokenizer)",
+              file=sys.stderr)
+        return 2
+    vocab = read_vocabulary(args.vocab) if args.vocab and not hf else None
+    size = len(vocab) if vocab else None
+    if spec is not None and hf and args.vocab:
+        from .hf_tokenizer import HuggingFaceTokenizer
+
+        size = HuggingFaceTokenizer.from_json(spec, args.vocab.read_text(encoding="utf-8")).vocab_size
+    module = build_model(config, size)
     module.load_state_dict(load_file(str(args.weights)))
-    loaded = export_model(module, args.output, vocabulary=vocab, overwrite=args.force)
+    loaded = export_model(module, args.output, vocabulary=vocab, tokenizer_json=args.vocab if hf else None,
+                          overwrite=args.force)
     print(f"exported {args.output}: parity max |onnx - torch| = {loaded.parity_max_abs_diff:.2e}")
     return 0
 
@@ -122,7 +134,8 @@ def main(argv: list[str] | None = None) -> int:
     export = sub.add_parser("export", help="write a repository version from model.yaml + trained weights")
     export.add_argument("--config", type=Path, required=True, help="model.yaml of a built-in family")
     export.add_argument("--weights", type=Path, required=True, help="state_dict as safetensors")
-    export.add_argument("--vocab", type=Path, default=None, help="vocabulary file (token models)")
+    export.add_argument("--vocab", type=Path, default=None, help="token models: vocabulary file (vocab.json or one token a line), "
+                        "or the tokenizer.json of a huggingface tokenizer")
     export.add_argument("--output", type=Path, required=True, help="<repository>/<model>/<version>")
     export.add_argument("--force", action="store_true", help="replace the version if it exists")
     export.set_defaults(func=_cmd_export)

@@ -140,6 +140,7 @@ class DataPlane:
         return ModelDescription(
             name=name, default_version=default, records=recs, config=config,
             vocab_size=loaded.vocab_size if loaded else 0,
+            special_tokens=loaded.tokenizer.special_tokens if loaded and loaded.tokenizer else [],
             num_parameters=sum(p.numel() for p in loaded.torch_module.parameters()) if loaded else 0,
             attribution_methods=available_methods(config) if config else [],
             state_summaries=available_summaries(config) if config else [],

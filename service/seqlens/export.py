@@ -22,8 +22,16 @@ from .families import SequenceModel
 from .runtimes.onnx import INPUT_NAMES, MIN_OPSET, OUTPUT_NAME
 from .runtimes.torch import WEIGHTS_FILE, save_weights
 from .schema import TokenInput, dump_config
-from .tokenizers import Vocabulary
-from .versions import CONFIG_FILE, ONNX_FILE, REFERENCE_FILE, LoadedVersion, load_version, probe_inputs
+from .tokenizers import write_vocabulary
+from .versions import (
+    CONFIG_FILE,
+    MAX_VOCAB_BYTES,
+    ONNX_FILE,
+    REFERENCE_FILE,
+    LoadedVersion,
+    load_version,
+    probe_inputs,
+)
 
 
 def export_onnx_bytes(module: SequenceModel) -> bytes:
@@ -48,22 +56,44 @@ def export_onnx_bytes(module: SequenceModel) -> bytes:
     return buf.getvalue()
 
 
+def _tokenizer_json(spec: TokenInput, path: str | Path | None) -> tuple[str, int]:
+    """The text of a huggingface ``tokenizer.json``, checked to load with the library."""
+    from .hf_tokenizer import HuggingFaceTokenizer
+
+    if path is None:
+        raise ModelConfigError("tokenizer 'huggingface' needs tokenizer_json (the tokenizer.json file)")
+    source = Path(path)
+    if source.stat().st_size > MAX_VOCAB_BYTES:
+        raise ModelConfigError(f"{source.name} has {source.stat().st_size} bytes; at most {MAX_VOCAB_BYTES} are read")
+    text = source.read_bytes().decode("utf-8")
+    return text, HuggingFaceTokenizer.from_json(spec, text, source.name).vocab_size
+
+
 def export_model(module: SequenceModel, directory: str | Path, *, vocabulary: list[str] | None = None,
+                 tokenizer_json: str | Path | None = None,
                  reference: tuple[np.ndarray, np.ndarray] | None = None,
                  overwrite: bool = False) -> LoadedVersion:
     """Write ``directory`` (``<repo>/<model>/<version>``) and return it loaded and parity-checked.
 
-    ``vocabulary`` (line i = token i) is required for token models. ``reference`` is an
+    Token models need ``vocabulary`` (token i has id i; written to ``input.vocabulary``, by
+    default ``vocab.json``, which holds any token) or, for ``tokenizer: huggingface``,
+    ``tokenizer_json`` (a tokenizer.json path, copied as is). ``reference`` is an
     optional padded batch of typical inputs ``(inputs [N,T(,F)], lengths [N])`` stored as
     ``reference.safetensors``; the server fits state projections on it.
     """
     target = Path(directory)
     config = module.config
+    hf_text: str | None = None
     if isinstance(config.input, TokenInput):
-        if vocabulary is None:
-            raise ModelConfigError("token models need a vocabulary")
         assert module.embedding is not None
-        if len(vocabulary) != module.embedding.num_embeddings:
+        if config.input.tokenizer == "huggingface":
+            hf_text, size = _tokenizer_json(config.input, tokenizer_json)
+            if size != module.embedding.num_embeddings:
+                raise ModelConfigError(
+                    f"tokenizer.json has {size} token ids, the embedding {module.embedding.num_embeddings}")
+        elif vocabulary is None:
+            raise ModelConfigError("token models need a vocabulary")
+        elif len(vocabulary) != module.embedding.num_embeddings:
             raise ModelConfigError(
                 f"vocabulary has {len(vocabulary)} tokens, the embedding {module.embedding.num_embeddings}")
     if target.exists() and not overwrite:
@@ -82,8 +112,11 @@ def export_model(module: SequenceModel, directory: str | Path, *, vocabulary: li
             save_file({"inputs": torch.from_numpy(np.ascontiguousarray(ref_x)),
                        "lengths": torch.from_numpy(np.ascontiguousarray(ref_len, dtype=np.int64))},
                       str(tmp / REFERENCE_FILE))
-        if isinstance(config.input, TokenInput) and vocabulary is not None:
-            Vocabulary(vocabulary).save(tmp / config.input.vocabulary)
+        if isinstance(config.input, TokenInput):
+            if hf_text is not None:
+                (tmp / config.input.vocabulary).write_bytes(hf_text.encode("utf-8"))
+            elif vocabulary is not None:
+                write_vocabulary(tmp / config.input.vocabulary, vocabulary)
         load_version(tmp, target.parent.name, target.name)  # parity check before publishing
         for f in tmp.iterdir():
             f.chmod(0o644)  # servers often run as another user than the exporter

@@ -57,7 +57,7 @@ def encode(version: LoadedVersion, item: SequenceInput, *, max_length: int, wher
             tokens = tokenizer.encode(item.text, limit=max_length + 1)
             if len(tokens) > max_length:
                 raise InvalidInput(f"{where}.text has more than {max_length} tokens; {too_long}")
-            if not tokens:
+            if all(t.special for t in tokens):  # also when empty; [CLS] [SEP] alone is no text
                 raise InvalidInput(f"{where}.text has no tokens: send at least one word")
             ids = np.array([t.id for t in tokens], dtype=np.int64)
         elif item.token_ids is not None:

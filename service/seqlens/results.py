@@ -54,6 +54,7 @@ class ModelDescription:
     max_batch: int
     max_explain_work: int
     max_steps: int
+    special_tokens: list[str] = field(default_factory=list)
 
 
 def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:

@@ -33,12 +33,25 @@ class TokenInput(_Strict):
     """Token-id inputs (text models)."""
 
     kind: Literal["tokens"] = "tokens"
-    tokenizer: Literal["word", "char"] = "word"
-    vocabulary: str = Field("vocab.txt", pattern=r"^[A-Za-z0-9_.-]+$",
-                            description="file in the version folder, one token a line, line i = id i")
+    tokenizer: Literal["word", "char", "huggingface"] = "word"
+    vocabulary: str = Field("vocab.json", pattern=r"^[A-Za-z0-9_.-]+$",
+                            description="file in the version folder: vocab.json (JSON array, id = index), "
+                                        "a one-token-a-line file, or tokenizer.json for huggingface")
     pad_id: int = Field(0, ge=0)
     unk_id: int = Field(1, ge=0)
     lowercase: bool = True
+    add_special_tokens: bool = Field(True, description="huggingface: the post-processor adds [CLS], [SEP], ...")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _huggingface_defaults(cls, data: object) -> object:
+        """A tokenizer.json carries its own normalizer: lowercasing is its business."""
+        if isinstance(data, dict) and data.get("tokenizer") == "huggingface":
+            if data.get("lowercase"):
+                raise ValueError("a huggingface tokenizer lowercases (or not) in its own normalizer; "
+                                 "remove input.lowercase")
+            data = {"vocabulary": "tokenizer.json", **data, "lowercase": False}
+        return data
 
 
 class FeatureInput(_Strict):

@@ -14,7 +14,7 @@ from .families import SequenceModel
 from .runtimes.onnx import OnnxRuntime
 from .runtimes.torch import WEIGHTS_FILE, load_torch_module
 from .schema import ModelConfig, TokenInput, parse_config
-from .tokenizers import Tokenizer, Vocabulary
+from .tokenizers import TextTokenizer, Tokenizer, Vocabulary
 
 CONFIG_FILE = "model.yaml"
 ONNX_FILE = "model.onnx"
@@ -22,7 +22,8 @@ REFERENCE_FILE = "reference.safetensors"  # optional: typical inputs, for state 
 PARITY_TOLERANCE = 1e-4
 # Text files are parsed whole; caps keep a hostile repository from costing unbounded memory.
 MAX_CONFIG_BYTES = 1 << 20
-MAX_VOCAB_BYTES = 64 << 20
+MAX_VOCAB_BYTES = 64 << 20  # also the cap of a huggingface tokenizer.json
+LEGACY_VOCAB_FILE = "vocab.txt"  # the default before vocab.json; still read when the config names neither
 
 
 @dataclass
@@ -33,7 +34,7 @@ class LoadedVersion:
     config: ModelConfig
     torch_module: SequenceModel
     onnx: OnnxRuntime
-    tokenizer: Tokenizer | None
+    tokenizer: TextTokenizer | None
     parity_max_abs_diff: float
     load_seconds: float = 0.0
     extras: dict[str, object] = field(default_factory=dict)  # per-version caches (e.g. PCA)
@@ -44,7 +45,7 @@ class LoadedVersion:
 
     @property
     def vocab_size(self) -> int:
-        return len(self.tokenizer.vocab) if self.tokenizer else 0
+        return self.tokenizer.vocab_size if self.tokenizer else 0
 
 
 def probe_inputs(config: ModelConfig, vocab_size: int, seed: int = 1234) -> tuple[np.ndarray, np.ndarray]:
@@ -103,6 +104,36 @@ def version_file(folder: Path, file_name: str, *, max_bytes: int | None = None) 
     return path
 
 
+def vocabulary_file_name(folder: Path, spec: TokenInput) -> str:
+    """The configured vocabulary file; a config that names none falls back to the legacy
+    ``vocab.txt`` where only that file exists (repositories written before vocab.json)."""
+    if ("vocabulary" not in spec.model_fields_set and not (folder / spec.vocabulary).exists()
+            and (folder / LEGACY_VOCAB_FILE).is_file()):
+        return LEGACY_VOCAB_FILE
+    return spec.vocabulary
+
+
+def load_tokenizer(folder: Path, spec: TokenInput) -> TextTokenizer:
+    """The version's tokenizer from its checked vocabulary (or tokenizer.json) file."""
+    file_name = vocabulary_file_name(folder, spec)
+    vocab_path = version_file(folder, file_name, max_bytes=MAX_VOCAB_BYTES)
+    tokenizer: TextTokenizer
+    if spec.tokenizer == "huggingface":
+        from .hf_tokenizer import HuggingFaceTokenizer
+
+        try:
+            text = vocab_path.read_bytes().decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ModelConfigError(f"{file_name} is not UTF-8 text: {exc.reason}") from None
+        tokenizer = HuggingFaceTokenizer.from_json(spec, text, file_name)
+    else:
+        tokenizer = Tokenizer(spec, Vocabulary.load(vocab_path))
+    for field_name in ("pad_id", "unk_id"):
+        if getattr(spec, field_name) >= tokenizer.vocab_size:
+            raise ModelConfigError(f"input.{field_name} is outside the {tokenizer.vocab_size}-token vocabulary")
+    return tokenizer
+
+
 def load_version(path: Path, name: str, version: str, *, onnx_threads: int = 1,
                  tolerance: float = PARITY_TOLERANCE) -> LoadedVersion:
     """Load and parity-check one version folder; raises ModelConfigError with the reason.
@@ -119,18 +150,8 @@ def load_version(path: Path, name: str, version: str, *, onnx_threads: int = 1,
         config = parse_config(config_path.read_text(encoding="utf-8"), source=CONFIG_FILE)
     except UnicodeDecodeError as exc:
         raise ModelConfigError(f"{CONFIG_FILE} is not UTF-8 text: {exc.reason}") from None
-    tokenizer = None
-    if isinstance(config.input, TokenInput):
-        vocab_path = version_file(path, config.input.vocabulary, max_bytes=MAX_VOCAB_BYTES)
-        try:
-            vocab = Vocabulary.load(vocab_path)
-        except UnicodeDecodeError as exc:
-            raise ModelConfigError(f"{config.input.vocabulary} is not UTF-8 text: {exc.reason}") from None
-        for field_name in ("pad_id", "unk_id"):
-            if getattr(config.input, field_name) >= len(vocab):
-                raise ModelConfigError(f"input.{field_name} is outside the {len(vocab)}-token vocabulary")
-        tokenizer = Tokenizer(config.input, vocab)
-    vocab_size = len(tokenizer.vocab) if tokenizer else 0
+    tokenizer = load_tokenizer(path, config.input) if isinstance(config.input, TokenInput) else None
+    vocab_size = tokenizer.vocab_size if tokenizer else 0
     module = load_torch_module(config, weights_path, vocab_size or None)
     onnx_rt = OnnxRuntime(onnx_path, intra_op_threads=onnx_threads)
     diff = parity_diff(module, onnx_rt, config, vocab_size)

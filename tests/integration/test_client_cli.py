@@ -58,6 +58,7 @@ def test_models(server: ServerThread) -> None:
     assert info["task"] == "forecasting" and info["input"]["feature_names"] == FEATURES and info["horizon"] == 3
     r = cli(server, "models", "words")
     assert "labels: neg, neu, pos" in r.stdout and "version 1: ready" in r.stdout
+    assert "tokenizer: word (vocab.json, 17 tokens; special: <pad>, <unk>)" in r.stdout
 
 
 def test_connection_options_before_the_command_and_token_from_env(server: ServerThread) -> None:

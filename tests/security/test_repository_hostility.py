@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import shutil
@@ -20,10 +21,11 @@ import yaml
 from safetensors.torch import load_file, save_file
 from seqlens.registry import ModelRegistry, VersionState
 from seqlens.repository import ModelRepository
+from seqlens.versions import load_version
 from seqlens_client._proto.seqlens.v1 import models_pb2, predict_pb2, service_pb2_grpc, types_pb2
 
 from tests.conftest import ServerThread
-from tests.factories import export_tiny
+from tests.factories import VOCAB, export_tiny
 
 Mutation = Callable[[Path, Path], object]  # (version folder, a scratch folder outside the repository)
 
@@ -159,14 +161,36 @@ CASES: dict[str, tuple[Mutation, str]] = {
     "config not a mapping": (lambda v, o: (v / "model.yaml").write_text("- a\n- b\n"), "expected a mapping"),
     "config binary": (lambda v, o: (v / "model.yaml").write_bytes(b"\xff\xfe\x00task"), "not UTF-8"),
     "config too large": (lambda v, o: (v / "model.yaml").write_text("#" * (2 << 20)), "at most 1048576"),
-    "vocab extra tokens": (lambda v, o: (v / "vocab.txt").write_text((v / "vocab.txt").read_text() + "more\n"),
-                           "embedding.weight"),
-    "vocab binary": (lambda v, o: (v / "vocab.txt").write_bytes(b"\xff\xfe\xfd\n" * 20), "vocab.txt is not UTF-8"),
+    "vocab extra tokens": (lambda v, o: (v / "vocab.json").write_text(
+        json.dumps([*json.loads((v / "vocab.json").read_text()), "more"])), "embedding.weight"),
+    "vocab binary": (lambda v, o: (v / "vocab.json").write_bytes(b"\xff\xfe\xfd\n" * 20), "vocab.json is not UTF-8"),
+    "vocab duplicate": (lambda v, o: (v / "vocab.json").write_text(
+        json.dumps([*json.loads((v / "vocab.json").read_text())[:-1], "the"])), 'token "the" appears twice'),
+    "vocab nesting bomb": (lambda v, o: (v / "vocab.json").write_text("[" * 500_000), "vocab.json: not valid JSON"),
+    "vocab not a list": (lambda v, o: (v / "vocab.json").write_text('{"a": "b"}'), "integer ids"),
     "symlinked config out": (_symlink_out("model.yaml"), "model.yaml is a link to a file outside"),
     "symlinked weights out": (_symlink_out("weights.safetensors"), "weights.safetensors is a link"),
     "symlinked onnx out": (_symlink_out("model.onnx"), "model.onnx is a link"),
-    "symlinked vocab out": (_symlink_out("vocab.txt"), "vocab.txt is a link"),
+    "symlinked vocab out": (_symlink_out("vocab.json"), "vocab.json is a link"),
+    "legacy vocab.txt named": (lambda v, o: _legacy_vocab(v, name_it=True), "missing vocab.json"),
 }
+
+
+def _legacy_vocab(version: Path, *, name_it: bool) -> None:
+    """The pre-vocab.json layout: vocab.txt, one token a line; the config names it or not."""
+    tokens = json.loads((version / "vocab.json").read_text())
+    (version / "vocab.json").unlink()
+    (version / "vocab.txt").write_text("".join(t + "\n" for t in tokens))
+    _edit_yaml(version, lambda d: d["input"].update(vocabulary="vocab.json") if name_it else d["input"].pop("vocabulary"))
+
+
+def test_legacy_vocab_txt_still_loads(tmp_path: Path) -> None:
+    """A config that names no vocabulary, over a folder holding only vocab.txt, reads it."""
+    version = export_tiny(tmp_path, "old", seed=4)
+    _legacy_vocab(version, name_it=False)
+    loaded = load_version(version, "old", "1")
+    assert loaded.tokenizer is not None and loaded.tokenizer.vocab_size == len(VOCAB)
+    assert [t.id for t in loaded.tokenizer.encode("the good film")] == [VOCAB.index(w) for w in ("the", "good", "film")]
 
 
 def _model_name(case: str) -> str:

@@ -35,6 +35,7 @@ from .errors import SeqlensError
 from .inputs import SequenceLike
 from .options import Method, StateOptions, Target
 from .progress import ProgressBar
+from .report.glyphs import label_text
 
 __all__ = ["main"]
 
@@ -199,6 +200,10 @@ def cmd_models(args: argparse.Namespace, client: Client, out: TextIO) -> int:
             out.write(f"  labels: {', '.join(info.labels)}\n")
         if info.input.feature_names:
             out.write(f"  features: {', '.join(info.input.feature_names)}\n")
+        if info.tokenizer:
+            special = ", ".join(label_text(t) for t in info.input.special_tokens)
+            out.write(f"  tokenizer: {info.tokenizer} ({info.input.vocabulary}, {info.input.vocab_size} tokens"
+                      f"{'; special: ' + special if special else ''})\n")
         out.writelines(f"  version {v.version}: {v.state}{' - ' + v.reason if v.reason else ''}\n" for v in info.versions)
         out.write(f"  methods: {', '.join(info.attribution_methods)}\n")
         if info.state_summaries:
@@ -234,7 +239,7 @@ def cmd_predict(args: argparse.Namespace, client: Client, out: TextIO) -> int:
                     p.label_index is not None else ""
                 out.write(f"{p.label}{conf}\n")
             elif p.step_labels:
-                names = [t.text for t in p.tokens] or [str(i) for i in range(len(p.step_labels))]
+                names = [label_text(t.text) for t in p.tokens] or [str(i) for i in range(len(p.step_labels))]
                 out.write(" ".join(f"{n}/{s}" for n, s in zip(names, p.step_labels, strict=False)) + "\n")
             else:
                 out.write(" ".join(f"{v:.6g}" for v in p.scores.reshape(-1)) + "\n")

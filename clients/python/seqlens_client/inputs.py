@@ -63,11 +63,22 @@ def _array_input(arr: np.ndarray, where: str) -> types_pb2.SequenceInput:
     raise ValueError(f"{where}: arrays must hold integers (token ids) or floats (features), got {arr.dtype}")
 
 
+def _check_unicode(text: str, where: str) -> None:
+    """Lone surrogates (what a JSON reader makes of an unpaired ``\\ud800``) cannot travel as
+    UTF-8; name the place instead of failing inside protobuf."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(f"{where}.text has a lone surrogate {text[exc.start]!a} at character {exc.start}: "
+                         "text must be valid Unicode (fix the escape in the source JSON)") from None
+
+
 def to_sequence_input(item: SequenceLike, where: str = "input") -> types_pb2.SequenceInput:
     """One sequence -> a SequenceInput; ``where`` names it in error messages."""
     if isinstance(item, types_pb2.SequenceInput):
         return item
     if isinstance(item, str):
+        _check_unicode(item, where)
         return types_pb2.SequenceInput(text=item)
     if isinstance(item, np.ndarray):
         return _array_input(item, where)

@@ -58,16 +58,26 @@ def _pandas() -> Any:
 # --- predictions --------------------------------------------------------------------
 @dataclass(frozen=True)
 class Token:
-    """A token and its character span ``[start, end)`` in the request text."""
+    """A token and its character span ``[start, end)`` in the request text.
+
+    ``text`` is the token as the model knows it: the piece of the text for ``word`` and
+    ``char`` tokenizers, the vocabulary entry for ``huggingface`` ones (``##ing``, ``Ġthe``).
+    ``special`` tokens (``[CLS]``) were added by the tokenizer and cover no text.
+    """
 
     text: str
     id: int
     start: int
     end: int
+    special: bool = False
 
     @classmethod
     def from_proto(cls, msg: types_pb2.Token) -> Token:
-        return cls(text=msg.text, id=msg.id, start=msg.start, end=msg.end)
+        return cls(text=msg.text, id=msg.id, start=msg.start, end=msg.end, special=msg.special)
+
+    def surface(self, text: str) -> str:
+        """The characters of ``text`` (the request text) this token covers."""
+        return text[self.start:self.end]
 
     def to_dict(self) -> dict[str, Any]:
         return _dict(self)
@@ -216,7 +226,11 @@ class Architecture:
 
 @dataclass(frozen=True)
 class InputSchema:
-    """``kind`` is ``tokens`` (with tokenizer and vocabulary facts) or ``features`` (with names)."""
+    """``kind`` is ``tokens`` (with tokenizer and vocabulary facts) or ``features`` (with names).
+
+    ``tokenizer`` is ``word``, ``char`` or ``huggingface`` (a tokenizer.json); ``vocabulary``
+    names its file and ``special_tokens`` the tokens that are no text (pad/unk, [CLS], ...).
+    """
 
     kind: str
     tokenizer: str
@@ -225,12 +239,16 @@ class InputSchema:
     unk_id: int
     lowercase: bool
     feature_names: list[str]
+    vocabulary: str = ""
+    special_tokens: list[str] = field(default_factory=list)
+    add_special_tokens: bool = False
 
     @classmethod
     def from_proto(cls, msg: models_pb2.InputSchema) -> InputSchema:
         return cls(kind=_KINDS.get(msg.kind, "unspecified"), tokenizer=msg.tokenizer, vocab_size=msg.vocab_size,
                    pad_id=msg.pad_id, unk_id=msg.unk_id, lowercase=msg.lowercase,
-                   feature_names=list(msg.feature_names))
+                   feature_names=list(msg.feature_names), vocabulary=msg.vocabulary,
+                   special_tokens=list(msg.special_tokens), add_special_tokens=msg.add_special_tokens)
 
     def to_dict(self) -> dict[str, Any]:
         return _dict(self)
@@ -277,6 +295,11 @@ class ModelInfo:
     @property
     def ready(self) -> bool:
         return any(v.state == "ready" for v in self.versions)
+
+    @property
+    def tokenizer(self) -> str | None:
+        """``word``, ``char`` or ``huggingface`` for text models; None for feature models."""
+        return self.input.tokenizer or None if self.input.kind == "tokens" else None
 
     @classmethod
     def from_proto(cls, msg: models_pb2.ModelInfo) -> ModelInfo:

@@ -71,7 +71,8 @@ def sequence_input(msg: types_pb2.SequenceInput, where: str) -> SequenceInput:
 
 
 def tokens_to_proto(tokens: list[TokenSpan] | None) -> list[types_pb2.Token]:
-    return [types_pb2.Token(text=t.text, id=t.id, start=t.start, end=t.end) for t in tokens or []]
+    return [types_pb2.Token(text=t.text, id=t.id, start=t.start, end=t.end, special=t.special)
+            for t in tokens or []]
 
 
 # --- predictions --------------------------------------------------------------------
@@ -124,7 +125,9 @@ def model_info(d: ModelDescription) -> models_pb2.ModelInfo:
     if c.input.kind == "tokens":
         info.input.CopyFrom(models_pb2.InputSchema(
             kind=models_pb2.TOKENS, tokenizer=c.input.tokenizer, vocab_size=d.vocab_size,
-            pad_id=c.input.pad_id, unk_id=c.input.unk_id, lowercase=c.input.lowercase))
+            pad_id=c.input.pad_id, unk_id=c.input.unk_id, lowercase=c.input.lowercase,
+            vocabulary=c.input.vocabulary, special_tokens=d.special_tokens,
+            add_special_tokens=c.input.tokenizer == "huggingface" and c.input.add_special_tokens))
     else:
         info.input.CopyFrom(models_pb2.InputSchema(kind=models_pb2.FEATURES,
                                                    feature_names=c.input.feature_names))

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..jsonable import jsonable
+from .glyphs import inline_text, label_text
 
 if TYPE_CHECKING:
     from ..results import Attribution, Explanation
@@ -115,6 +116,26 @@ def _prediction(exp: Explanation) -> dict[str, Any]:
     return out
 
 
+def _token_data(exp: Explanation) -> list[dict[str, Any]]:
+    """label: one line (charts, tooltips); inline: what the running text shows, namely the
+    covered characters, the token itself when it covers none ([CLS]), or a dot when an earlier
+    token already showed them (byte-level BPE splits one emoji into several tokens)."""
+    text = exp.text or ""
+    out = []
+    shown = 0
+    for tok in exp.tokens:
+        if not text or tok.end <= tok.start:
+            inline = inline_text(tok.text)
+        elif tok.start < shown:
+            inline = "\u00b7"
+        else:
+            inline = inline_text(text[tok.start:tok.end])
+        shown = max(shown, tok.end)
+        out.append({"text": tok.text, "start": tok.start, "end": tok.end, "special": tok.special,
+                    "label": label_text(tok.text), "inline": inline})
+    return out
+
+
 def report_data(exp: Explanation, title: str | None = None) -> dict[str, Any]:
     """Everything the report draws, JSON-ready; keys of absent data are None."""
     t = exp.length
@@ -124,7 +145,7 @@ def report_data(exp: Explanation, title: str | None = None) -> dict[str, Any]:
         names = exp.feature_names if len(exp.feature_names) == f else [f"feature {i}" for i in range(f)]
         shown = min(f, _MAX_FEATURE_LINES)
         features = {"names": names, "values": _finite(exp.features.T), "shown": shown}  # values [F,T]
-    tokens = [{"text": tok.text, "start": tok.start, "end": tok.end} for tok in exp.tokens]
+    tokens = _token_data(exp)
     if not tokens and features is None:
         tokens = [{"text": f"t{i}", "start": -1, "end": -1} for i in range(t)]
     probs = exp.prediction.probabilities

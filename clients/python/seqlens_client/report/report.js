@@ -57,7 +57,7 @@
     return "rgb(" + c.map(function (x) { return Math.round(255 + (x - 255) * a); }).join(",") + ")";
   }
   function stepLabels() {
-    if (D.tokens) return D.tokens.map(function (t) { return t.text; });
+    if (D.tokens) return D.tokens.map(function (t) { return t.label || t.text; });
     var out = [];
     for (var i = 0; i < D.length; i++) out.push(String(i));
     return out;
@@ -254,11 +254,11 @@
       D.tokens.forEach(function (t, i) {
         if (D.text && t.start >= pos) box.appendChild(document.createTextNode(D.text.slice(pos, t.start)));
         else if (i > 0) box.appendChild(document.createTextNode(" "));
-        var s = el("span", { "class": "tok", "data-score": String(m.scores[i]) }, box,
-                   D.text && t.start >= 0 ? D.text.slice(t.start, t.end) : t.text);
+        var s = el("span", { "class": t.special ? "tok special" : "tok", "data-score": String(m.scores[i]) },
+                   box, t.inline !== undefined ? t.inline : t.text);
         s.style.backgroundColor = divColor(m.scores[i], max);
         if (Math.abs(m.scores[i]) > 0.6 * max) s.style.color = "#fff";
-        s.title = t.text + ": " + fmt(m.scores[i]);
+        s.title = (t.label || t.text) + ": " + fmt(m.scores[i]);
         if (D.target && D.prediction.step_labels.length && D.target.timestep === i) s.classList.add("target");
         if (t.end > pos) pos = t.end;
       });

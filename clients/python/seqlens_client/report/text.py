@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .glyphs import label_text
+
 if TYPE_CHECKING:
     from ..results import Attribution, Explanation
 
@@ -29,7 +31,7 @@ def _bg(score: float, max_abs: float) -> str:
 
 def _steps(exp: Explanation) -> list[str]:
     if exp.tokens:
-        return [t.text for t in exp.tokens]
+        return [label_text(t.text) for t in exp.tokens]
     return [f"t{i}" for i in range(exp.length)]
 
 
@@ -74,6 +76,8 @@ def render_text(exp: Explanation, method: str | None = None, color: bool = True,
         raise ValueError(f"no attributions for method {method!r}; have {sorted(exp.attributions)}")
     names = [method] if method else list(exp.attributions)
     steps = _steps(exp)
+    # A newline token ends its row, so that source code keeps its lines.
+    breaks = {i for i, t in enumerate(exp.tokens) if "\n" in t.text}
     for name in names:
         a = exp.attributions[name]
         scores = a.scores.astype(np.float64)
@@ -88,13 +92,17 @@ def render_text(exp: Explanation, method: str | None = None, color: bool = True,
             row: list[str] = []
             rows: list[str] = []
             used = 0
-            for tok, cell in zip(steps, cells, strict=False):
+            for i, (tok, cell) in enumerate(zip(steps, cells, strict=False)):
                 if used and used + len(tok) + 1 > width:
                     rows.append(" ".join(row))
                     row, used = [], 0
                 row.append(cell)
                 used += len(tok) + 1
-            rows.append(" ".join(row))
+                if i in breaks:
+                    rows.append(" ".join(row))
+                    row, used = [], 0
+            if row or not rows:
+                rows.append(" ".join(row))
             lines.extend(rows)
         else:
             plain = " ".join(f"{tok}[{s:+.3f}]" for tok, s in zip(steps, scores, strict=False))

@@ -109,7 +109,7 @@ class Architecture(_message.Message):
     def __init__(self, input_layer: _Optional[str] = ..., cell: _Optional[str] = ..., num_layers: _Optional[int] = ..., hidden_size: _Optional[int] = ..., bidirectional: _Optional[bool] = ..., head: _Optional[str] = ..., embedding_dim: _Optional[int] = ..., num_parameters: _Optional[int] = ...) -> None: ...
 
 class InputSchema(_message.Message):
-    __slots__ = ("kind", "tokenizer", "vocab_size", "pad_id", "unk_id", "lowercase", "feature_names")
+    __slots__ = ("kind", "tokenizer", "vocab_size", "pad_id", "unk_id", "lowercase", "feature_names", "vocabulary", "special_tokens", "add_special_tokens")
     KIND_FIELD_NUMBER: _ClassVar[int]
     TOKENIZER_FIELD_NUMBER: _ClassVar[int]
     VOCAB_SIZE_FIELD_NUMBER: _ClassVar[int]
@@ -117,6 +117,9 @@ class InputSchema(_message.Message):
     UNK_ID_FIELD_NUMBER: _ClassVar[int]
     LOWERCASE_FIELD_NUMBER: _ClassVar[int]
     FEATURE_NAMES_FIELD_NUMBER: _ClassVar[int]
+    VOCABULARY_FIELD_NUMBER: _ClassVar[int]
+    SPECIAL_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    ADD_SPECIAL_TOKENS_FIELD_NUMBER: _ClassVar[int]
     kind: InputKind
     tokenizer: str
     vocab_size: int
@@ -124,7 +127,10 @@ class InputSchema(_message.Message):
     unk_id: int
     lowercase: bool
     feature_names: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, kind: _Optional[_Union[InputKind, str]] = ..., tokenizer: _Optional[str] = ..., vocab_size: _Optional[int] = ..., pad_id: _Optional[int] = ..., unk_id: _Optional[int] = ..., lowercase: _Optional[bool] = ..., feature_names: _Optional[_Iterable[str]] = ...) -> None: ...
+    vocabulary: str
+    special_tokens: _containers.RepeatedScalarFieldContainer[str]
+    add_special_tokens: bool
+    def __init__(self, kind: _Optional[_Union[InputKind, str]] = ..., tokenizer: _Optional[str] = ..., vocab_size: _Optional[int] = ..., pad_id: _Optional[int] = ..., unk_id: _Optional[int] = ..., lowercase: _Optional[bool] = ..., feature_names: _Optional[_Iterable[str]] = ..., vocabulary: _Optional[str] = ..., special_tokens: _Optional[_Iterable[str]] = ..., add_special_tokens: _Optional[bool] = ...) -> None: ...
 
 class Limits(_message.Message):
     __slots__ = ("max_length", "max_batch", "max_explain_work", "max_steps")

@@ -24,15 +24,15 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16seqlens/v1/types.proto\x12\nseqlens.v1\"J\n\x06Tensor\x12#\n\x05\x64type\x18\x01 \x01(\x0e\x32\x14.seqlens.v1.DataType\x12\r\n\x05shape\x18\x02 \x03(\x03\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"\x17\n\x08TokenIds\x12\x0b\n\x03ids\x18\x01 \x03(\x03\"z\n\rSequenceInput\x12\x0e\n\x04text\x18\x01 \x01(\tH\x00\x12)\n\ttoken_ids\x18\x02 \x01(\x0b\x32\x14.seqlens.v1.TokenIdsH\x00\x12&\n\x08\x66\x65\x61tures\x18\x03 \x01(\x0b\x32\x12.seqlens.v1.TensorH\x00\x42\x06\n\x04kind\"=\n\x05Token\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\x03\x12\r\n\x05start\x18\x03 \x01(\x05\x12\x0b\n\x03\x65nd\x18\x04 \x01(\x05\"*\n\tItemError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t*=\n\x08\x44\x61taType\x12\x19\n\x15\x44\x41TA_TYPE_UNSPECIFIED\x10\x00\x12\x0b\n\x07\x46LOAT32\x10\x01\x12\t\n\x05INT64\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16seqlens/v1/types.proto\x12\nseqlens.v1\"J\n\x06Tensor\x12#\n\x05\x64type\x18\x01 \x01(\x0e\x32\x14.seqlens.v1.DataType\x12\r\n\x05shape\x18\x02 \x03(\x03\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"\x17\n\x08TokenIds\x12\x0b\n\x03ids\x18\x01 \x03(\x03\"z\n\rSequenceInput\x12\x0e\n\x04text\x18\x01 \x01(\tH\x00\x12)\n\ttoken_ids\x18\x02 \x01(\x0b\x32\x14.seqlens.v1.TokenIdsH\x00\x12&\n\x08\x66\x65\x61tures\x18\x03 \x01(\x0b\x32\x12.seqlens.v1.TensorH\x00\x42\x06\n\x04kind\"N\n\x05Token\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\x03\x12\r\n\x05start\x18\x03 \x01(\x05\x12\x0b\n\x03\x65nd\x18\x04 \x01(\x05\x12\x0f\n\x07special\x18\x05 \x01(\x08\"*\n\tItemError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t*=\n\x08\x44\x61taType\x12\x19\n\x15\x44\x41TA_TYPE_UNSPECIFIED\x10\x00\x12\x0b\n\x07\x46LOAT32\x10\x01\x12\t\n\x05INT64\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'seqlens.v1.types_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_DATATYPE']._serialized_start=370
-  _globals['_DATATYPE']._serialized_end=431
+  _globals['_DATATYPE']._serialized_start=387
+  _globals['_DATATYPE']._serialized_end=448
   _globals['_TENSOR']._serialized_start=38
   _globals['_TENSOR']._serialized_end=112
   _globals['_TOKENIDS']._serialized_start=114
@@ -40,7 +40,7 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SEQUENCEINPUT']._serialized_start=139
   _globals['_SEQUENCEINPUT']._serialized_end=261
   _globals['_TOKEN']._serialized_start=263
-  _globals['_TOKEN']._serialized_end=324
-  _globals['_ITEMERROR']._serialized_start=326
-  _globals['_ITEMERROR']._serialized_end=368
+  _globals['_TOKEN']._serialized_end=341
+  _globals['_ITEMERROR']._serialized_start=343
+  _globals['_ITEMERROR']._serialized_end=385
 # @@protoc_insertion_point(module_scope)
