@@ -54,6 +54,7 @@ class ModelDescription:
     max_batch: int
     max_explain_work: int
     max_steps: int
+    min_length: int = 1  # shortest accepted input (model.yaml min_length)
 
 
 def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:

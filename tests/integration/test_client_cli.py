@@ -97,8 +97,7 @@ def test_explain_with_report(server: ServerThread, sdk: Client, tmp_path: Path) 
             "--steps", "16", "--target", "pos", "--faithfulness", "--html", str(html), "--json")
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
-    want = sdk.explain("words", TEXT, [Method("integrated_gradients", n_steps=16), Method("saliency", n_steps=16)],
-                       target="pos")
+    want = sdk.explain("words", TEXT, [Method("integrated_gradients", n_steps=16), "saliency"], target="pos")
     assert out["target"]["label"] == "pos" and set(out["attributions"]) == {"integrated_gradients", "saliency"}
     np.testing.assert_allclose(out["attributions"]["integrated_gradients"]["scores"],
                                want.attributions["integrated_gradients"].scores, rtol=1e-5, atol=1e-7)
@@ -125,7 +124,7 @@ def test_explain_features_csv(server: ServerThread, tmp_path: Path) -> None:
 def test_bulk_explain_writes_json_lines_with_progress(server: ServerThread, sdk: Client, tmp_path: Path) -> None:
     texts = [f"the film was {w}" for w in ("good", "bad", "dull", "witty", "very good")] * 4
     src = tmp_path / "in.txt"
-    src.write_text("\n".join(texts) + "\n\n")  # a trailing blank line is skipped
+    src.write_text("\n".join(texts) + "\n")
     dst = tmp_path / "out.jsonl"
     r = cli(server, "explain", "words", "--input-file", str(src), "--method", "saliency", "--output", str(dst),
             "--concurrency", "3")

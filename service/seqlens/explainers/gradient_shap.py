@@ -16,12 +16,13 @@ import torch
 from torch import Tensor
 
 from .gradients import gradient_attribution, run_gradient_chunks
-from .options import MethodOptions, PlanContext, count_option, noise_option
+from .options import MethodOptions, PlanContext, count_option, noise_option, only_options
 from .problem import Problem
 from .result import Attribution, completeness_delta
 from .sampling import Draws, SeededDraws
 
 NAME = "gradient_shap"
+OPTIONS: tuple[str, ...] = ("n_samples", "noise_stdev", "seed")  # options it reads
 DEFAULT_SAMPLES = 5
 
 
@@ -72,5 +73,6 @@ class GradientShap:
 
 
 def plan(opts: MethodOptions, ctx: PlanContext) -> GradientShap:
+    only_options(NAME, opts, OPTIONS)
     n = count_option(opts.n_samples, DEFAULT_SAMPLES, f"{NAME}.n_samples", ctx)
     return GradientShap(n, noise_option(opts.noise_stdev, f"{NAME}.noise_stdev"), opts.seed, ctx.length)

@@ -27,11 +27,12 @@ from torch import Tensor
 from ..errors import InvalidInput
 from .gradients import gradient_attribution, run_gradient_chunks
 from .kronrod import PANEL, adaptive_integral
-from .options import MethodOptions, PlanContext, Quadrature, count_option
+from .options import MethodOptions, PlanContext, Quadrature, count_option, only_options
 from .problem import Problem
 from .result import Attribution, completeness_delta
 
 NAME = "integrated_gradients"
+OPTIONS: tuple[str, ...] = ("n_steps", "quadrature", "adaptive", "tolerance", "max_steps")  # options it reads
 DEFAULT_STEPS = 50  # Captum's default
 ADAPTIVE_START = 8  # Riemann rules: the first rung
 KRONROD_START = 16  # Gauss-Legendre: the first estimate takes <= 2 x n_steps rows -> 2 panels (30 rows)
@@ -168,6 +169,7 @@ def _check_rule(rule: Quadrature, n: int, field: str) -> int:
 
 
 def plan(opts: MethodOptions, ctx: PlanContext) -> IntegratedGradients:
+    only_options(NAME, opts, OPTIONS)
     rule = opts.quadrature
     minimum = 1 if rule == "gausslegendre" else 2  # Captum's Riemann rules need n > 1
     if not opts.adaptive:
