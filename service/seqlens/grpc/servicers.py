@@ -149,8 +149,8 @@ class InferenceServicer(oip_grpc.GRPCInferenceServiceServicer):
     async def ModelInfer(self, request: oip.ModelInferRequest, context: Any) -> oip.ModelInferResponse:
         names = [t.name for t in request.inputs]
         if "inputs" not in names or set(names) - {"inputs", "lengths"} or len(names) != len(set(names)):
-            raise InvalidInput(f"ModelInferRequest.inputs must be a tensor named 'inputs' and optionally one "
-                               f"named 'lengths', got {names}")
+            raise InvalidInput(f"ModelInferRequest.inputs needs input 'inputs' (token ids or features) and "
+                               f"optionally 'lengths', got {names}")
         tensors = {t.name: converters.oip_input(request, i) for i, t in enumerate(request.inputs)}
         where = {n: converters.oip_where(i, n) for i, n in enumerate(names)}
         lengths = tensors.get("lengths")
