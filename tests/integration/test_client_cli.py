@@ -159,4 +159,6 @@ def test_errors_and_exit_statuses(server: ServerThread) -> None:
     r = cli(server, "predict", "words", "--ids", "1 x")
     assert r.returncode == 2 and "--ids" in r.stderr
     r = cli(server, "explain", "words", "x", "--method", "occlusion", "--window", "0")
-    assert r.returncode == 1 and "INVALID_ARGUMENT" in r.stderr and "window" in r.stderr
+    assert r.returncode == 2 and "--window" in r.stderr and "at least 1" in r.stderr  # before any call
+    r = cli(server, "explain", "words", "x", "--method", "occlusion", "--window", "5")
+    assert r.returncode == 1 and "INVALID_ARGUMENT" in r.stderr and "window" in r.stderr  # the server's check

@@ -14,8 +14,8 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
-from seqlens.families import build_model
 from seqlens.export import export_model
+from seqlens.families import build_model
 from seqlens_client import Client, InvalidArgument, Method
 from seqlens_client._proto.inference import grpc_service_pb2 as oip
 from seqlens_client._proto.inference import grpc_service_pb2_grpc as oip_grpc

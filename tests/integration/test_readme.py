@@ -23,7 +23,7 @@ from tests.conftest import ServerThread
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 MARK = "<!-- runnable -->"
-BLOCK = re.compile(r"^```(python|bash)\n(.*?)^```", re.S | re.M)
+BLOCK = re.compile(r"^```(python|bash)\n(.*?)^```", re.DOTALL | re.MULTILINE)
 COMMANDS = {"seqlens-client": "seqlens_client.cli", "seqlens": "seqlens.cli"}
 
 

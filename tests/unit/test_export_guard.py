@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import save_file
 from seqlens.cli import main as seqlens_main
 from seqlens.export import export_model
 from seqlens.schema import dump_config
 from seqlens.versions import load_version
-from safetensors.torch import save_file
 
 from tests.factories import VOCAB, tiny_model
 
