@@ -111,8 +111,9 @@ class Method:
 
     def options_set(self) -> list[str]:
         """The options given a value other than "unset" (as the server sees them)."""
-        return [f for f, unset in _UNSET.items()
-                if (getattr(self, f).lower() if f in ("quadrature", "ablation") else getattr(self, f)) != unset]
+        values = {f: getattr(self, f) for f in _UNSET}
+        return [f for f, unset in _UNSET.items() if values[f] is not None
+                and (values[f].lower() if isinstance(values[f], str) else values[f]) != unset]
 
     def to_proto(self) -> explain_pb2.AttributionMethod:
         if not self.name:

@@ -83,7 +83,7 @@ def only_options(method: str, opts: MethodOptions, takes: tuple[str, ...]) -> No
     ``takes`` lists the method's own options. See docs/method-options.md."""
     for name, unset in _UNSET.items():
         value = getattr(opts, name)
-        if name not in takes and value != unset:
+        if name not in takes and value is not None and value != unset:  # None: an optional field left out
             shown = value.upper() if isinstance(value, str) else value
             own = f"its options are {', '.join(takes)}" if takes else "it takes no options"
             raise InvalidInput(f"{method}.{name} is {shown}, but {method} does not take {name} ({own}); "
