@@ -94,8 +94,12 @@ def _cmd_export(args: argparse.Namespace) -> int:
         size = HuggingFaceTokenizer.from_json(spec, args.vocab.read_text(encoding="utf-8")).vocab_size
     module = build_model(config, size)
     module.load_state_dict(load_file(str(args.weights)))
-    loaded = export_model(module, args.output, vocabulary=vocab, tokenizer_json=args.vocab if hf else None,
-                          overwrite=args.force)
+    try:
+        loaded = export_model(module, args.output, vocabulary=vocab, tokenizer_json=args.vocab if hf else None,
+                              overwrite=args.force)
+    except FileExistsError as exc:
+        print(f"seqlens: {exc}", file=sys.stderr)
+        return 2
     print(f"exported {args.output}: parity max |onnx - torch| = {loaded.parity_max_abs_diff:.2e}")
     return 0
 
@@ -137,7 +141,8 @@ def main(argv: list[str] | None = None) -> int:
     export.add_argument("--vocab", type=Path, default=None, help="token models: vocabulary file (vocab.json or one token a line), "
                         "or the tokenizer.json of a huggingface tokenizer")
     export.add_argument("--output", type=Path, required=True, help="<repository>/<model>/<version>")
-    export.add_argument("--force", action="store_true", help="replace the version if it exists")
+    export.add_argument("--overwrite", "--force", dest="force", action="store_true",
+                        help="replace the version folder if it exists (it may be serving)")
     export.set_defaults(func=_cmd_export)
 
     check = sub.add_parser("check", help="load every version of a repository and report READY or why not")

@@ -18,7 +18,7 @@ from .config import Settings
 from .errors import InvalidInput, shutting_down
 from .explain import ExplainRequest, ExplainResult, ExplainRunner
 from .explainers.gradients import gradient_executor
-from .inputs import EncodedSequence, SequenceInput, encode, max_length_for
+from .inputs import EncodedSequence, SequenceInput, Where, encode, max_length_for
 from .metrics import Metrics
 from .registry import ModelRegistry, VersionRecord, VersionState
 from .results import ModelDescription, ModelSummary, PredictResult, make_prediction
@@ -145,18 +145,21 @@ class DataPlane:
             attribution_methods=available_methods(config) if config else [],
             state_summaries=available_summaries(config) if config else [],
             max_length=max_length_for(loaded, self.settings.max_length) if loaded else 0,
+            min_length=(config.min_length or 1) if config else 0,
             max_batch=self.settings.max_batch, max_explain_work=self.settings.max_explain_work,
             max_steps=self.settings.max_steps)
 
     # --- predictions -----------------------------------------------------------------
-    async def _encode(self, loaded: LoadedVersion, items: list[SequenceInput]) -> list[EncodedSequence]:
+    async def _encode(self, loaded: LoadedVersion, items: list[SequenceInput],
+                      wheres: list[Where] | None = None) -> list[EncodedSequence]:
         """Validate and tokenize; large requests off the event loop (tokenizing 32 texts of 1,000
         words takes ~0.4 s of Python), small ones inline (a thread hop would cost more)."""
         max_len = max_length_for(loaded, self.settings.max_length)
 
         def work() -> list[EncodedSequence]:
             t0 = time.perf_counter()
-            out = [encode(loaded, item, max_length=max_len, where=f"inputs[{i}]") for i, item in enumerate(items)]
+            out = [encode(loaded, item, max_length=max_len, where=wheres[i] if wheres else f"inputs[{i}]")
+                   for i, item in enumerate(items)]
             self.metrics.stage_duration.labels(loaded.name, "tokenize").observe(time.perf_counter() - t0)
             return out
 
@@ -180,35 +183,38 @@ class DataPlane:
             p.length = enc.length
         return PredictResult(loaded.name, loaded.version, preds)
 
-    async def infer_tensor(self, name: str, version: str, inputs: np.ndarray,
-                           lengths: np.ndarray | None) -> tuple[LoadedVersion, np.ndarray]:
-        """OIP ModelInfer: a padded batch in, the padded raw outputs out (same as the ONNX graph)."""
+    async def infer_tensor(self, name: str, version: str, inputs: np.ndarray, lengths: np.ndarray | None, *,
+                           inputs_where: str = "input 'inputs'", lengths_where: str = "input 'lengths'",
+                           ) -> tuple[LoadedVersion, np.ndarray]:
+        """OIP ModelInfer: a padded batch in, the padded raw outputs out (same as the ONNX graph).
+        ``*_where`` name the request tensors in errors (OIP fields, not the typed API's)."""
         self.check_serving()
         loaded = self.registry.get(name, version)
         config = loaded.config
         want_ndim = 2 if config.is_tokens else 3
-        if inputs.ndim != want_ndim or inputs.shape[0] == 0 or inputs.shape[1] == 0:
-            shape = "[B, T]" if config.is_tokens else f"[B, T, {config.num_features}]"
-            raise InvalidInput(f"input 'inputs' has shape {list(inputs.shape)}; model {name!r} needs {shape}"
+        shape = "[B, T]" if config.is_tokens else f"[B, T, {config.num_features}]"
+        if inputs.ndim != want_ndim or inputs.shape[0] == 0 or inputs.shape[1] == 0 or (
+                not config.is_tokens and inputs.shape[2] != config.num_features):
+            raise InvalidInput(f"{inputs_where} has shape {list(inputs.shape)}; model {name!r} needs {shape}"
                                " with B, T >= 1")
         if config.is_tokens != np.issubdtype(inputs.dtype, np.integer):
-            want = "INT64 token ids" if config.is_tokens else "FP32 features"
-            raise InvalidInput(f"input 'inputs' is {inputs.dtype}; model {name!r} needs {want}")
+            want = "INT64 or INT32 token ids" if config.is_tokens else "FP32 (or FP64) features"
+            raise InvalidInput(f"{inputs_where} is {inputs.dtype}; model {name!r} needs {want}")
         b, t = inputs.shape[:2]
         if b > self.settings.max_batch:
-            raise InvalidInput(f"input 'inputs' has batch {b}; at most max_batch={self.settings.max_batch}")
+            raise InvalidInput(f"{inputs_where} has batch {b}; at most max_batch={self.settings.max_batch}")
         if lengths is None:
             lengths = np.full(b, t, dtype=np.int64)
         lengths = lengths.reshape(-1).astype(np.int64)
         if lengths.shape[0] != b or (lengths < 1).any() or (lengths > t).any():
-            raise InvalidInput(f"input 'lengths' must be [{b}] integers in [1, {t}]")
+            raise InvalidInput(f"{lengths_where} must be [{b}] integers in [1, {t}]")
         batcher = self.batcher(loaded)
         batcher.admit(b)  # a full queue refuses before any validation work
         rows = [inputs[i, : int(n)] for i, n in enumerate(lengths)]
         items = [SequenceInput(token_ids=r) if config.is_tokens else SequenceInput(features=r) for r in rows]
-        outs = await batcher.run([e.values for e in await self._encode(loaded, items)])
+        wheres = [Where(f"{inputs_where} row {i}", oip=True) for i in range(b)]
+        outs = await batcher.run([e.values for e in await self._encode(loaded, items, wheres)])
         return loaded, _stack_outputs(outs, t)
-
 
     # --- explanations ----------------------------------------------------------------
     async def explain(self, request: ExplainRequest, deadline: float | None = None) -> ExplainResult:

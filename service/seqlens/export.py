@@ -75,12 +75,19 @@ def export_model(module: SequenceModel, directory: str | Path, *, vocabulary: li
                  overwrite: bool = False) -> LoadedVersion:
     """Write ``directory`` (``<repo>/<model>/<version>``) and return it loaded and parity-checked.
 
+    ``module`` must be a :class:`~seqlens.families.SequenceModel` (``build_model(config, ...)``).
+    An existing ``directory`` is refused unless ``overwrite=True``: it may be a version in service.
     Token models need ``vocabulary`` (token i has id i; written to ``input.vocabulary``, by
     default ``vocab.json``, which holds any token) or, for ``tokenizer: huggingface``,
     ``tokenizer_json`` (a tokenizer.json path, copied as is). ``reference`` is an
     optional padded batch of typical inputs ``(inputs [N,T(,F)], lengths [N])`` stored as
     ``reference.safetensors``; the server fits state projections on it.
     """
+    if not isinstance(module, SequenceModel):
+        raise TypeError(
+            f"export_model takes a seqlens SequenceModel (input layer -> RNN/LSTM/GRU -> head, configured by "
+            f"model.yaml), got {type(module).__module__}.{type(module).__qualname__}: build one with "
+            "seqlens.families.build_model(parse_config(...)), load your trained weights into it, then export it")
     target = Path(directory)
     config = module.config
     hf_text: str | None = None
@@ -97,7 +104,11 @@ def export_model(module: SequenceModel, directory: str | Path, *, vocabulary: li
             raise ModelConfigError(
                 f"vocabulary has {len(vocabulary)} tokens, the embedding {module.embedding.num_embeddings}")
     if target.exists() and not overwrite:
-        raise FileExistsError(f"{target} exists (pass overwrite=True to replace it)")
+        numbers = [int(p.name) for p in target.parent.iterdir() if p.name.isdigit()]
+        hint = f" (e.g. {target.parent / str(max(numbers) + 1)})" if numbers else ""
+        raise FileExistsError(f"{target} exists and may be serving; write the new version into a new folder "
+                              f"next to it{hint}, or pass overwrite=True (seqlens export --overwrite) to "
+                              "replace it")
     tmp = target.parent / f".{target.name}.tmp"
     if tmp.exists():
         shutil.rmtree(tmp)

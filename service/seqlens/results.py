@@ -55,6 +55,7 @@ class ModelDescription:
     max_explain_work: int
     max_steps: int
     special_tokens: list[str] = field(default_factory=list)
+    min_length: int = 1  # shortest accepted input (model.yaml min_length)
 
 
 def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:

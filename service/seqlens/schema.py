@@ -101,6 +101,8 @@ class ModelConfig(_Strict):
     task: Task
     input: Annotated[TokenInput | FeatureInput, Field(discriminator="kind")]
     max_length: int = Field(ge=1, le=65536)
+    # Shortest input the model is meant for (e.g. a forecaster's history); shorter is INVALID_ARGUMENT.
+    min_length: int | None = Field(None, ge=1, le=65536)
     labels: list[str] | None = None
     horizon: int | None = Field(None, ge=1, le=4096)
     output_scale: OutputScale | None = None
@@ -125,6 +127,8 @@ class ModelConfig(_Strict):
                 raise ValueError("labels must be unique")
         elif self.horizon is None:
             raise ValueError(f"task {self.task!r} needs horizon (number of outputs)")
+        if self.min_length is not None and self.min_length > self.max_length:
+            raise ValueError(f"min_length {self.min_length} is over max_length {self.max_length}")
         if self.training_mean is not None:
             want_len = arch.embedding_dim if tokens else len(self.input.feature_names)  # type: ignore[union-attr]
             if len(self.training_mean) != want_len:

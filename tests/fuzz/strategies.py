@@ -277,14 +277,21 @@ def _mostly(valid: list[Any], hostile: list[Any]) -> st.SearchStrategy[Any]:
 @st.composite
 def attribution_method(draw: st.DrawFn, features: bool) -> Message:
     from seqlens_client._proto.seqlens.v1 import explain_pb2
+    from seqlens_client.options import METHOD_OPTIONS
 
-    return explain_pb2.AttributionMethod(
-        name=draw(st.sampled_from(METHODS)), n_steps=draw(st.integers(0, 16)), quadrature=draw(st.integers(0, 4)),
-        adaptive=draw(st.booleans()), tolerance=draw(_mostly([0.0, 0.01, 0.2], [-1.0, float("nan"), 1e300])),
-        max_steps=draw(st.integers(0, 40)), n_samples=draw(st.integers(0, 6)),
-        noise_stdev=draw(_mostly([0.0, 0.1, 1.0], [-1.0, float("inf")])), seed=draw(st.integers(0, 2**64 - 1)),
-        window=draw(st.integers(0, 4)), stride=draw(st.integers(0, 3)),
-        ablation=draw(_mostly([0, 1] if features else [0], [1, 2])))
+    name = draw(st.sampled_from(METHODS))
+    options: dict[str, Any] = {
+        "n_steps": draw(st.integers(0, 16)), "quadrature": draw(st.integers(0, 4)),
+        "adaptive": draw(st.booleans()),
+        "tolerance": draw(_mostly([0.0, 0.01, 0.2], [-1.0, float("nan"), 1e300])),
+        "max_steps": draw(st.integers(0, 40)), "n_samples": draw(st.integers(0, 6)),
+        "noise_stdev": draw(_mostly([0.0, 0.1, 1.0], [-1.0, float("inf")])),
+        "seed": draw(st.integers(0, 2**64 - 1)), "window": draw(st.integers(0, 4)),
+        "stride": draw(st.integers(0, 3)), "ablation": draw(_mostly([0, 1] if features else [0], [1, 2]))}
+    # Options the method does not take are refused up front; send them only now and then.
+    takes = METHOD_OPTIONS.get(name, ())
+    options = {k: v for k, v in options.items() if k in takes or draw(st.integers(0, 9)) == 9}
+    return explain_pb2.AttributionMethod(name=name, **options)
 
 
 @st.composite

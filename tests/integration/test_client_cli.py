@@ -98,8 +98,7 @@ def test_explain_with_report(server: ServerThread, sdk: Client, tmp_path: Path) 
             "--steps", "16", "--target", "pos", "--faithfulness", "--html", str(html), "--json")
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
-    want = sdk.explain("words", TEXT, [Method("integrated_gradients", n_steps=16), Method("saliency", n_steps=16)],
-                       target="pos")
+    want = sdk.explain("words", TEXT, [Method("integrated_gradients", n_steps=16), "saliency"], target="pos")
     assert out["target"]["label"] == "pos" and set(out["attributions"]) == {"integrated_gradients", "saliency"}
     np.testing.assert_allclose(out["attributions"]["integrated_gradients"]["scores"],
                                want.attributions["integrated_gradients"].scores, rtol=1e-5, atol=1e-7)
@@ -126,7 +125,7 @@ def test_explain_features_csv(server: ServerThread, tmp_path: Path) -> None:
 def test_bulk_explain_writes_json_lines_with_progress(server: ServerThread, sdk: Client, tmp_path: Path) -> None:
     texts = [f"the film was {w}" for w in ("good", "bad", "dull", "witty", "very good")] * 4
     src = tmp_path / "in.txt"
-    src.write_text("\n".join(texts) + "\n\n")  # a trailing blank line is skipped
+    src.write_text("\n".join(texts) + "\n")
     dst = tmp_path / "out.jsonl"
     r = cli(server, "explain", "words", "--input-file", str(src), "--method", "saliency", "--output", str(dst),
             "--concurrency", "3")
@@ -161,4 +160,6 @@ def test_errors_and_exit_statuses(server: ServerThread) -> None:
     r = cli(server, "predict", "words", "--ids", "1 x")
     assert r.returncode == 2 and "--ids" in r.stderr
     r = cli(server, "explain", "words", "x", "--method", "occlusion", "--window", "0")
-    assert r.returncode == 1 and "INVALID_ARGUMENT" in r.stderr and "window" in r.stderr
+    assert r.returncode == 2 and "--window" in r.stderr and "at least 1" in r.stderr  # before any call
+    r = cli(server, "explain", "words", "x", "--method", "occlusion", "--window", "5")
+    assert r.returncode == 1 and "INVALID_ARGUMENT" in r.stderr and "window" in r.stderr  # the server's check

@@ -127,8 +127,16 @@ def channel_options(retry: RetryPolicy | None, keepalive: Keepalive | None, load
     return opts
 
 
+def check_token(token: str | None) -> None:
+    """Catch the common slip of passing the whole header value as the token."""
+    if token and token.strip().lower().startswith("bearer "):
+        raise ValueError("the token starts with 'Bearer ': pass the token alone; the 'Bearer ' prefix is "
+                         "added for you")
+
+
 def channel_credentials(tls: TLS | None, token: str | None) -> grpc.ChannelCredentials | None:
     """TLS credentials, with the bearer token attached as call credentials; None = plaintext."""
+    check_token(token)
     if tls is None:
         return None
     creds = tls.credentials()

@@ -6,7 +6,8 @@ Examples::
     seqlens-client predict sentiment "a gorgeous, witty film" "a dull mess"
     seqlens-client predict sunspots --features series.csv --json
     seqlens-client explain sentiment "not bad at all" --method integrated_gradients --method occlusion \\
-        --target positive --html report.html
+        --window 1 --steps 32 --target positive --html report.html
+    seqlens-client explain airline --features airline.csv --columns passengers --horizon-step 11
     seqlens-client explain sentiment --input-file reviews.txt --output explanations.jsonl --concurrency 8
 
 Connection options (every command): ``--target-address`` (default localhost:50051, or
@@ -31,14 +32,15 @@ import numpy as np
 
 from .channel import TLS
 from .client import DEFAULT_TARGET, Client
-from .errors import SeqlensError
+from .errors import SeqlensError, Unauthenticated, Unavailable
 from .inputs import SequenceLike
-from .options import Method, StateOptions, Target
+from .options import METHOD_OPTIONS, BaselineLike, Method, StateOptions, Target
 from .progress import ProgressBar
 from .report.glyphs import label_text
 
 __all__ = ["main"]
 
+DEFAULT_METHOD = "integrated_gradients"
 EXIT_ERROR = 1
 EXIT_USAGE = 2
 
@@ -48,27 +50,57 @@ class UsageError(Exception):
 
 
 # --- inputs -------------------------------------------------------------------------
-def read_features(path: Path) -> np.ndarray:
-    """A ``[T,F]`` float32 array from ``.npy`` or CSV (a non-numeric first row is a header)."""
+def read_features(path: Path, columns: Sequence[str] | None = None,
+                  model_features: Sequence[str] = ()) -> np.ndarray:
+    """A ``[T,F]`` float32 array from ``.npy`` or CSV (a non-numeric first row is a header).
+
+    CSV columns: ``columns`` (header names or 0-based indices) when given; else, when the
+    header names every one of ``model_features``, those columns in the model's order; else all.
+    """
     if path.suffix == ".npy":
         arr = np.load(path, allow_pickle=False)
     else:
         rows = [r for r in csv.reader(io.StringIO(path.read_text(encoding="utf-8"))) if r]
-        if rows and not _numeric(rows[0]):
+        header = rows[0] if rows and not _numeric(rows[0]) else None
+        if header is not None:
             rows = rows[1:]
         if not rows:
             raise UsageError(f"{path}: no data rows")
         if len({len(r) for r in rows}) != 1:
             raise UsageError(f"{path}: rows have different numbers of columns")
-        try:
-            arr = np.asarray([[float(v) for v in r] for r in rows], dtype=np.float32)
-        except ValueError as e:
-            raise UsageError(f"{path}: {e}") from None
+        names = [h.strip() for h in header] if header else [str(j) for j in range(len(rows[0]))]
+        picked = _pick_columns(path, names, header is not None, columns, model_features)
+        for n, r in enumerate(rows, 2 if header else 1):
+            for j in picked:
+                if not _numeric([r[j]]):
+                    numeric = [names[k] for k in range(len(names)) if all(_numeric([row[k]]) for row in rows)]
+                    raise UsageError(
+                        f"{path}:{n}: column {names[j]!r} holds {r[j]!r}, not a number; only numeric feature "
+                        f"columns are read: pick them with --columns NAME[,NAME...]"
+                        + (f" (numeric here: {', '.join(numeric)})" if numeric else ""))
+        arr = np.asarray([[float(r[j]) for j in picked] for r in rows], dtype=np.float32)
     if arr.ndim == 1:
         arr = arr[:, None]
     if arr.ndim != 2 or not np.issubdtype(arr.dtype, np.number):
         raise UsageError(f"{path}: features must be a numeric [T, F] table, got shape {list(arr.shape)}")
     return arr.astype(np.float32)
+
+
+def _pick_columns(path: Path, names: list[str], has_header: bool, columns: Sequence[str] | None,
+                  model_features: Sequence[str]) -> list[int]:
+    if columns:
+        picked = []
+        for c in columns:
+            if c in names and has_header:
+                picked.append(names.index(c))
+            elif c.isdigit() and int(c) < len(names):
+                picked.append(int(c))
+            else:
+                raise UsageError(f"{path}: no column {c!r}; columns: {', '.join(names)} (names or 0-based indices)")
+        return picked
+    if has_header and model_features and all(f in names for f in model_features):
+        return [names.index(f) for f in model_features]
+    return list(range(len(names)))
 
 
 def _numeric(row: list[str]) -> bool:
@@ -109,14 +141,14 @@ def _jsonl_item(value: Any, where: str) -> SequenceLike:
 
 def iter_input_file(path: Path) -> Iterator[SequenceLike]:
     """Lazily read one input per line: ``.jsonl``/``.json`` lines are JSON, anything else is text.
-    Blank lines are skipped."""
+
+    Every line is one input, so input ``i`` is line ``i + 1``: a blank line is an empty text
+    (the server answers it with INVALID_ARGUMENT, an error row in bulk output)."""
     jsonl = path.suffix in (".jsonl", ".json", ".ndjson")
     with path.open(encoding="utf-8") as f:
         for n, line in enumerate(f, 1):
-            line = line.rstrip("\n")
-            if not line.strip():
-                continue
-            if not jsonl:
+            line = line.rstrip("\r\n")
+            if not jsonl or not line.strip():
                 yield line
                 continue
             try:
@@ -131,10 +163,26 @@ def scan_input_file(path: Path) -> int:
     return sum(1 for _ in iter_input_file(path))
 
 
-def inline_inputs(args: argparse.Namespace) -> list[SequenceLike]:
+def _columns(args: argparse.Namespace) -> list[str] | None:
+    return [c.strip() for c in args.columns.split(",") if c.strip()] if args.columns else None
+
+
+def _model_features(args: argparse.Namespace, client: Client, paths: Sequence[str]) -> list[str]:
+    """The model's feature names, asked for only when a CSV is read without --columns."""
+    if args.columns or not any(Path(p).suffix != ".npy" for p in paths):
+        return []
+    try:
+        return list(client.get_model(args.model).input.feature_names)
+    except SeqlensError:
+        return []  # the real call reports the problem
+
+
+def inline_inputs(args: argparse.Namespace, client: Client) -> list[SequenceLike]:
     items: list[SequenceLike] = list(args.inputs)
     items += [parse_ids(s) for s in args.ids or []]
-    items += [read_features(Path(p)) for p in args.features or []]
+    features = args.features or []
+    names = _model_features(args, client, features)
+    items += [read_features(Path(p), _columns(args), names) for p in features]
     return items
 
 
@@ -164,11 +212,48 @@ def _target(args: argparse.Namespace) -> Target | None:
                   output_space="probability" if args.probability else "logit")
 
 
+#: explain flags -> the Method option each sets (applied to every chosen method that takes it).
+_METHOD_FLAGS = {"steps": "n_steps", "quadrature": "quadrature", "adaptive": "adaptive", "tolerance": "tolerance",
+                 "max_steps": "max_steps", "samples": "n_samples", "noise_stdev": "noise_stdev", "seed": "seed",
+                 "window": "window", "stride": "stride", "ablation": "ablation", "signed": "abs_saliency"}
+
+
 def _methods(args: argparse.Namespace) -> list[Method] | None:
-    if not args.method:
-        return None
-    return [Method(name, n_steps=args.steps or 0, adaptive=args.adaptive, n_samples=args.samples or 0,
-                   window=args.window or 0, seed=args.seed or 0) for name in args.method]
+    """--method NAME (repeatable; default integrated_gradients) with the option flags given.
+
+    A flag goes to every chosen method that takes it; one that no chosen method takes is a usage
+    error, as the server would refuse it, so nothing is dropped silently."""
+    given: dict[str, Any] = {}
+    for flag, option in _METHOD_FLAGS.items():
+        value = getattr(args, flag)
+        if value is None or value is False:
+            continue
+        given[option] = False if flag == "signed" else value
+    names = args.method or []
+    if not names and not given:
+        return None  # the server's default method with its defaults
+    names = names or [DEFAULT_METHOD]
+    for flag, option in _METHOD_FLAGS.items():
+        if option in given and not any(option in METHOD_OPTIONS.get(n, (option,)) for n in names):
+            takers = [n for n, opts in METHOD_OPTIONS.items() if option in opts]
+            chosen = ", ".join(names) + (" (the default)" if not args.method else "")
+            raise UsageError(f"--{flag.replace('_', '-')} applies to {', '.join(takers)}, not {chosen}; "
+                             f"add --method {takers[0]}")
+    if "occlusion" in names and not given.get("window"):
+        raise UsageError("occlusion needs --window N: the timesteps each occluded window covers (e.g. --window 1)")
+    return [Method(name, **{o: v for o, v in given.items() if o in METHOD_OPTIONS.get(name, ())})
+            for name in names]
+
+
+def _baseline(args: argparse.Namespace) -> BaselineLike:
+    custom = [args.baseline_ids is not None, args.baseline_features is not None]
+    if sum(custom) + (args.baseline is not None) > 1:
+        raise UsageError("give one of --baseline, --baseline-ids, --baseline-features")
+    if args.baseline_ids is not None:
+        return parse_ids(args.baseline_ids)
+    if args.baseline_features is not None:
+        return read_features(Path(args.baseline_features), _columns(args))
+    return args.baseline  # type: ignore[no-any-return]
 
 
 def _state(args: argparse.Namespace) -> StateOptions | None:
@@ -204,6 +289,7 @@ def cmd_models(args: argparse.Namespace, client: Client, out: TextIO) -> int:
             special = ", ".join(label_text(t) for t in info.input.special_tokens)
             out.write(f"  tokenizer: {info.tokenizer} ({info.input.vocabulary}, {info.input.vocab_size} tokens"
                       f"{'; special: ' + special if special else ''})\n")
+        out.write(f"  input length: {info.limits.min_length} to {info.limits.max_length} timesteps\n")
         out.writelines(f"  version {v.version}: {v.state}{' - ' + v.reason if v.reason else ''}\n" for v in info.versions)
         out.write(f"  methods: {', '.join(info.attribution_methods)}\n")
         if info.state_summaries:
@@ -221,7 +307,13 @@ def cmd_models(args: argparse.Namespace, client: Client, out: TextIO) -> int:
 
 
 def cmd_predict(args: argparse.Namespace, client: Client, out: TextIO) -> int:
-    items = list(iter_input_file(Path(args.input_file))) if args.input_file else inline_inputs(args)
+    if args.input_file:
+        items = list(iter_input_file(Path(args.input_file)))
+        blank = next((i for i, item in enumerate(items) if isinstance(item, str) and not item.strip()), None)
+        if blank is not None:  # outputs are one line per input line: a skipped line would shift them
+            raise UsageError(f"{args.input_file}:{blank + 1}: blank line; every line is one input (remove it)")
+    else:
+        items = inline_inputs(args, client)
     if not items:
         raise UsageError("give inputs: texts, --ids, --features FILE or --input-file FILE")
     results = []
@@ -254,15 +346,16 @@ def _explain_bulk(args: argparse.Namespace, client: Client, out: TextIO) -> int:
     sink = open(args.output, "w", encoding="utf-8") if args.output else out  # noqa: SIM115 - closed below
     try:
         stream = client.explain_iter(args.model, iter_input_file(path), _methods(args), target=_target(args),
-                                     baseline=args.baseline, state=_state(args), faithfulness=args.faithfulness,
+                                     baseline=_baseline(args), state=_state(args), faithfulness=args.faithfulness,
                                      version=args.version, concurrency=args.concurrency,
                                      progress=(lambda done, _t: bar(done, total)) if bar else None)
         for index, result in stream:
             if isinstance(result, SeqlensError):
                 failed += 1
-                _write_json({"index": index, "error": {"code": result.code.name, "message": result.message}}, sink)
+                _write_json({"index": index, "line": index + 1,
+                             "error": {"code": result.code.name, "message": result.message}}, sink)
             else:
-                _write_json({"index": index, **result.to_dict()}, sink)
+                _write_json({"index": index, "line": index + 1, **result.to_dict()}, sink)
     finally:
         if bar:
             bar.close()
@@ -278,10 +371,10 @@ def cmd_explain(args: argparse.Namespace, client: Client, out: TextIO) -> int:
         if args.html or args.png:
             raise UsageError("--html/--png draw one explanation; drop them with --input-file")
         return _explain_bulk(args, client, out)
-    items = inline_inputs(args)
+    items = inline_inputs(args, client)
     if len(items) != 1:
         raise UsageError(f"explain takes exactly one input (got {len(items)}); use --input-file for many")
-    exp = client.explain(args.model, items[0], _methods(args), target=_target(args), baseline=args.baseline,
+    exp = client.explain(args.model, items[0], _methods(args), target=_target(args), baseline=_baseline(args),
                          state=_state(args), faithfulness=args.faithfulness, version=args.version)
     if args.html:
         exp.to_html(args.html)
@@ -309,7 +402,7 @@ def _connection_args(parser: argparse.ArgumentParser, defaults: bool) -> None:
     g.add_argument("--target-address", default=d(os.environ.get("SEQLENS_ADDRESS", DEFAULT_TARGET)),
                    help=f"server address (default {DEFAULT_TARGET}; env SEQLENS_ADDRESS); "
                         "dns:///host:port balances over every replica")
-    g.add_argument("--token", default=d(None), help="bearer token (or env SEQLENS_TOKEN)")
+    g.add_argument("--token", default=d(None), help="bearer token, without 'Bearer ' (or env SEQLENS_TOKEN)")
     g.add_argument("--token-file", default=d(None), help="file holding the bearer token")
     g.add_argument("--tls", action="store_true", default=d(False), help="use TLS with the system CA roots")
     g.add_argument("--tls-ca", default=d(None), help="PEM CA bundle that signed the server certificate")
@@ -317,6 +410,16 @@ def _connection_args(parser: argparse.ArgumentParser, defaults: bool) -> None:
     g.add_argument("--tls-key", default=d(None), help="PEM client key (mutual TLS)")
     g.add_argument("--tls-server-name", default=d(None), help="name to verify in the server certificate")
     g.add_argument("--timeout", type=float, default=d(60.0), help="deadline per call in seconds (default 60)")
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -336,7 +439,10 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("model", help="model name")
         sp.add_argument("inputs", nargs="*", help="input texts")
         sp.add_argument("--ids", action="append", help="token ids, e.g. '4 8 15' (repeatable)")
-        sp.add_argument("--features", action="append", help="CSV or .npy file of a [T, F] series (repeatable)")
+        sp.add_argument("--features", action="append", help="CSV or .npy file of a [T, F] series (repeatable); "
+                        "CSV: numeric columns, a header row optional")
+        sp.add_argument("--columns", help="CSV feature columns to read, by header name or 0-based index, "
+                        "comma-separated (default: the model's feature names when the header has them, else all)")
         sp.add_argument("--input-file", help="many inputs: one text per line, or JSONL (.jsonl) of texts, token-id "
                         "lists, feature tables or objects with text/token_ids/features")
         sp.add_argument("--version", help="model version (default: the latest ready)")
@@ -348,17 +454,31 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("explain", parents=[conn], help="explain a prediction")
     inputs(p)
-    p.add_argument("--method", action="append", help="attribution method (repeatable; default integrated_gradients)")
-    p.add_argument("--steps", type=int, help="integration steps for integral methods")
-    p.add_argument("--adaptive", action="store_true", help="adaptive integrated gradients")
-    p.add_argument("--samples", type=int, help="samples for gradient_shap, smoothgrad, shapley_sampling")
-    p.add_argument("--window", type=int, help="occlusion window")
-    p.add_argument("--seed", type=int, help="seed for sampling methods")
+    m = p.add_argument_group("methods and their options (each option goes to the chosen methods that take it)")
+    m.add_argument("--method", action="append", help="attribution method (repeatable; default integrated_gradients)")
+    m.add_argument("--steps", type=_positive, help="integrated_gradients: integration steps (n_steps)")
+    m.add_argument("--quadrature", type=str.lower, choices=["gauss_legendre", "riemann_left", "riemann_right",
+                   "riemann_middle", "riemann_trapezoid"], help="integrated_gradients: quadrature rule")
+    m.add_argument("--adaptive", action="store_true", default=None, help="integrated_gradients: refine adaptively")
+    m.add_argument("--tolerance", type=float, help="integrated_gradients with --adaptive: tolerance in (0, 1)")
+    m.add_argument("--max-steps", type=_positive, help="integrated_gradients with --adaptive: step cap")
+    m.add_argument("--samples", type=_positive, help="gradient_shap, smoothgrad, shapley_sampling: samples")
+    m.add_argument("--noise-stdev", type=float, help="gradient_shap, smoothgrad: noise level (stdev)")
+    m.add_argument("--seed", type=int, help="gradient_shap, smoothgrad, shapley_sampling: random seed")
+    m.add_argument("--window", type=_positive, help="occlusion (required): timesteps per occluded window")
+    m.add_argument("--stride", type=_positive, help="occlusion: timesteps between windows (default 1)")
+    m.add_argument("--ablation", type=str.lower, choices=["per_timestep", "per_feature"],
+                   help="feature_ablation, shapley_sampling: what one perturbation removes")
+    m.add_argument("--signed", action="store_true", default=None,
+                   help="saliency, smoothgrad: signed gradients instead of absolute")
     p.add_argument("--target", help="class index or label to explain (default: the predicted class)")
     p.add_argument("--timestep", type=int, help="timestep to explain (tagging)")
     p.add_argument("--horizon-step", type=int, help="horizon step to explain (forecasting)")
     p.add_argument("--probability", action="store_true", help="explain the probability instead of the logit")
-    p.add_argument("--baseline", choices=["default", "pad", "zeros", "training_mean"], help="attribution baseline")
+    p.add_argument("--baseline", type=str.lower, choices=["default", "pad", "zeros", "training_mean"],
+                   help="attribution baseline")
+    p.add_argument("--baseline-ids", help="custom baseline: token ids, one per input token, e.g. '0 0 0'")
+    p.add_argument("--baseline-features", help="custom baseline: CSV or .npy [T, F], the input's shape")
     p.add_argument("--state", action="store_true", help="compute hidden-state summaries")
     p.add_argument("--hidden", action="store_true", help="also return hidden states h_t")
     p.add_argument("--no-state", action="store_true", help="no state summaries, even with --html")
@@ -372,6 +492,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def hint(error: SeqlensError, args: argparse.Namespace) -> str:
+    """What a CLI user should do about an error, in the CLI's own flags ("" when nothing to add)."""
+    text = error.message.lower()
+    if isinstance(error, Unauthenticated):
+        if "missing" in text:
+            return "this server needs a token: pass --token TOKEN or --token-file FILE, or set SEQLENS_TOKEN"
+        return "the server refused the token from --token, --token-file or SEQLENS_TOKEN; check it is current"
+    if isinstance(error, Unavailable) and any(s in text for s in _UNREACHABLE):
+        return (f"no seqlens server answered at {args.target_address}: start one (seqlens serve, or make serve) "
+                "or point --target-address (env SEQLENS_ADDRESS) at it")
+    return ""
+
+
+_UNREACHABLE = ("failed to connect", "connection refused", "dns resolution failed", "name resolution",
+                "connections to all backends failing", "not reachable")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     commands = {"models": cmd_models, "predict": cmd_predict, "explain": cmd_explain}
@@ -380,8 +517,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return commands[args.command](args, client, sys.stdout)
     except SeqlensError as e:
         print(f"seqlens-client: {e.code.name}: {e.message}", file=sys.stderr)
+        if extra := hint(e, args):
+            print(f"seqlens-client: hint: {extra}", file=sys.stderr)
         return EXIT_ERROR
-    except (UsageError, OSError, ImportError) as e:
+    except (UsageError, OSError, ImportError, ValueError) as e:  # ValueError: SDK argument checks
         print(f"seqlens-client: {e}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:

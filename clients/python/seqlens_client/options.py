@@ -23,6 +23,7 @@ from .inputs import SequenceLike, to_sequence_input
 __all__ = [
     "INTEGRAL_METHODS",
     "METHODS",
+    "METHOD_OPTIONS",
     "STATE_SUMMARIES",
     "Baseline",
     "BaselineLike",
@@ -58,13 +59,30 @@ _BASELINE_KIND = {"default": explain_pb2.BASELINE_DEFAULT, "pad": explain_pb2.PA
                   "training_mean": explain_pb2.TRAINING_MEAN}
 
 
+#: The options each method takes (the server refuses the others with INVALID_ARGUMENT).
+METHOD_OPTIONS: dict[str, tuple[str, ...]] = {
+    "integrated_gradients": ("n_steps", "quadrature", "adaptive", "tolerance", "max_steps"),
+    "saliency": ("abs_saliency",),
+    "input_x_gradient": (),
+    "gradient_shap": ("n_samples", "noise_stdev", "seed", "tolerance"),
+    "smoothgrad": ("n_samples", "noise_stdev", "seed", "abs_saliency"),
+    "occlusion": ("window", "stride"),
+    "feature_ablation": ("ablation",),
+    "shapley_sampling": ("n_samples", "seed", "ablation", "tolerance"),
+}
+_UNSET: dict[str, object] = {"n_steps": 0, "quadrature": "gauss_legendre", "adaptive": False, "tolerance": 0.0,
+                             "max_steps": 0, "n_samples": 0, "noise_stdev": 0.0, "seed": 0, "window": 0,
+                             "stride": 0, "ablation": "per_timestep", "abs_saliency": None}
+
 _E = TypeVar("_E")
 
 
 def _pick(table: dict[str, _E], value: str, what: str) -> _E:
-    if value not in table:
-        raise ValueError(f"{what} must be one of {sorted(table)}, got {value!r}")
-    return table[value]
+    """``value`` in the SDK's spelling (``per_feature``) or the API's (``PER_FEATURE``)."""
+    key = value.lower() if isinstance(value, str) else value
+    if key not in table:
+        raise ValueError(f"{what} must be one of {sorted(table)} (upper case too), got {value!r}")
+    return table[key]
 
 
 @dataclass(frozen=True)
@@ -91,9 +109,20 @@ class Method:
     ablation: Literal["per_timestep", "per_feature"] = "per_timestep"
     abs_saliency: bool | None = None  # saliency, smoothgrad: None = the server's default (absolute, as Captum)
 
+    def options_set(self) -> list[str]:
+        """The options given a value other than "unset" (as the server sees them)."""
+        values = {f: getattr(self, f) for f in _UNSET}
+        return [f for f, unset in _UNSET.items() if values[f] is not None
+                and (values[f].lower() if isinstance(values[f], str) else values[f]) != unset]
+
     def to_proto(self) -> explain_pb2.AttributionMethod:
         if not self.name:
             raise ValueError("method name is empty")
+        takes = METHOD_OPTIONS.get(self.name)
+        extra = [f for f in self.options_set() if takes is not None and f not in takes]
+        if extra and takes is not None:  # unknown names are left to the server (it may know newer methods)
+            own = f"its options are {', '.join(takes)}" if takes else "it takes no options"
+            raise ValueError(f"method {self.name} does not take {', '.join(extra)} ({own})")
         for f in ("n_steps", "max_steps", "n_samples", "seed", "window", "stride"):
             if getattr(self, f) < 0:
                 raise ValueError(f"method {self.name}: {f} must be >= 0, got {getattr(self, f)}")
@@ -145,7 +174,7 @@ class Baseline:
     custom: SequenceLike | None = None
 
     def to_proto(self) -> explain_pb2.Baseline:
-        if self.kind == "custom" or self.custom is not None:
+        if self.kind.lower() == "custom" or self.custom is not None:
             if self.custom is None:
                 raise ValueError("baseline kind 'custom' needs custom=<token ids or [T, F] features>")
             return explain_pb2.Baseline(kind=explain_pb2.CUSTOM, custom=to_sequence_input(self.custom, "baseline"))

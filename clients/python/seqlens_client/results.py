@@ -260,11 +260,12 @@ class Limits:
     max_batch: int
     max_explain_work: int
     max_steps: int
+    min_length: int = 1  # shortest sequence the model accepts (model.yaml min_length)
 
     @classmethod
     def from_proto(cls, msg: models_pb2.Limits) -> Limits:
         return cls(max_length=msg.max_length, max_batch=msg.max_batch, max_explain_work=msg.max_explain_work,
-                   max_steps=msg.max_steps)
+                   max_steps=msg.max_steps, min_length=msg.min_length or 1)
 
     def to_dict(self) -> dict[str, Any]:
         return _dict(self)

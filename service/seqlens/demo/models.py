@@ -205,7 +205,8 @@ def forecaster(task: SeriesTask, series: np.ndarray, progress: Progress) -> Trai
     config = ModelConfig(
         description=task.description, task="forecasting",
         input=FeatureInput(feature_names=[task.feature], mean=[mean], std=[std]),
-        max_length=SERIES_MAX_LENGTH, horizon=h, output_scale=OutputScale(mean=mean, std=std),
+        max_length=SERIES_MAX_LENGTH, min_length=min(task.histories), horizon=h,
+        output_scale=OutputScale(mean=mean, std=std),
         training_mean=[float(np.concatenate(xs).mean())],
         architecture=Architecture(input_layer="linear", embedding_dim=16, cell="lstm",
                                   hidden_size=task.hidden_size, head="horizon"))

@@ -9,12 +9,20 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .options import MethodOptions, PlanContext, Runtime, per_feature_ablation, token_perturbation_baseline
+from .options import (
+    MethodOptions,
+    PlanContext,
+    Runtime,
+    only_options,
+    per_feature_ablation,
+    token_perturbation_baseline,
+)
 from .perturbation import ablation_effects, perturbation_attribution, timestep_groups
 from .problem import Problem
 from .result import Attribution
 
 NAME = "feature_ablation"
+OPTIONS: tuple[str, ...] = ("ablation",)  # options it reads
 
 
 @dataclass(frozen=True)
@@ -57,6 +65,7 @@ class FeatureAblation:
 
 
 def plan(opts: MethodOptions, ctx: PlanContext) -> FeatureAblation:
+    only_options(NAME, opts, OPTIONS)
     token_perturbation_baseline(NAME, ctx)
     per_feature = per_feature_ablation(NAME, opts, ctx)
     runtime: Runtime = "onnx" if ctx.bidirectional else "torch"

@@ -22,6 +22,7 @@ from .options import (
     PlanContext,
     count_option,
     noise_option,
+    only_options,
     tolerance_option,
 )
 from .problem import Problem
@@ -29,6 +30,7 @@ from .result import Attribution, completeness_delta
 from .sampling import Draws, SeededDraws
 
 NAME = "gradient_shap"
+OPTIONS: tuple[str, ...] = ("n_samples", "noise_stdev", "seed", "tolerance")  # options it reads
 DEFAULT_SAMPLES = 5
 
 
@@ -79,6 +81,7 @@ class GradientShap:
 
 
 def plan(opts: MethodOptions, ctx: PlanContext) -> GradientShap:
+    only_options(NAME, opts, OPTIONS)
     n = count_option(opts.n_samples, DEFAULT_SAMPLES, f"{NAME}.n_samples", ctx)
     return GradientShap(n, noise_option(opts.noise_stdev, f"{NAME}.noise_stdev"), opts.seed, ctx.length,
                         tolerance_option(opts.tolerance, f"{NAME}.tolerance"))

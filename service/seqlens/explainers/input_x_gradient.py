@@ -9,11 +9,12 @@ from dataclasses import dataclass
 from typing import Literal
 
 from .gradients import gradient_at, gradient_attribution
-from .options import MethodOptions, PlanContext
+from .options import MethodOptions, PlanContext, only_options
 from .problem import Problem
 from .result import Attribution
 
 NAME = "input_x_gradient"
+OPTIONS: tuple[str, ...] = ()  # options it reads
 
 
 @dataclass(frozen=True)
@@ -36,4 +37,5 @@ class InputXGradient:
 
 
 def plan(opts: MethodOptions, ctx: PlanContext) -> InputXGradient:
+    only_options(NAME, opts, OPTIONS)
     return InputXGradient(ctx.length)

@@ -27,11 +27,20 @@ from torch import Tensor
 from ..errors import InvalidInput
 from .gradients import gradient_attribution, run_gradient_chunks
 from .kronrod import PANEL, adaptive_integral
-from .options import DEFAULT_TOLERANCE, MethodOptions, PlanContext, Quadrature, count_option, tolerance_option
+from .options import (
+    DEFAULT_TOLERANCE,
+    MethodOptions,
+    PlanContext,
+    Quadrature,
+    count_option,
+    only_options,
+    tolerance_option,
+)
 from .problem import Problem
 from .result import DELTA_FLOOR, Attribution, completeness_delta, within_tolerance
 
 NAME = "integrated_gradients"
+OPTIONS: tuple[str, ...] = ("n_steps", "quadrature", "adaptive", "tolerance", "max_steps")  # options it reads
 DEFAULT_STEPS = 50  # Captum's default
 ADAPTIVE_START = 8  # Riemann rules: the first rung
 KRONROD_START = 16  # Gauss-Legendre: the first estimate takes <= 2 x n_steps rows -> 2 panels (30 rows)
@@ -171,6 +180,7 @@ def runs_adaptive(opts: MethodOptions) -> bool:
 
 
 def plan(opts: MethodOptions, ctx: PlanContext) -> IntegratedGradients:
+    only_options(NAME, opts, OPTIONS)
     rule = opts.quadrature
     minimum = 1 if rule == "gausslegendre" else 2  # Captum's Riemann rules need n > 1
     tol = tolerance_option(opts.tolerance, f"{NAME}.tolerance")

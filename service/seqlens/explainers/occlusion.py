@@ -15,12 +15,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import InvalidInput
-from .options import MethodOptions, PlanContext, Runtime, token_perturbation_baseline
+from .options import MethodOptions, PlanContext, Runtime, only_options, token_perturbation_baseline
 from .perturbation import ablation_effects, perturbation_attribution, timestep_groups
 from .problem import Problem
 from .result import Attribution
 
 NAME = "occlusion"
+OPTIONS: tuple[str, ...] = ("window", "stride")  # options it reads
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,7 @@ class Occlusion:
 
 
 def plan(opts: MethodOptions, ctx: PlanContext) -> Occlusion:
+    only_options(NAME, opts, OPTIONS)
     token_perturbation_baseline(NAME, ctx)
     if opts.window < 1:
         raise InvalidInput(f"{NAME}.window is {opts.window}; set it to the timesteps per window (>= 1)")

@@ -70,6 +70,26 @@ class Plan(Protocol):
     def run(self, problem: Problem) -> Attribution: ...
 
 
+#: What each option is when the caller left it unset (the proto's zero values).
+_UNSET: dict[str, object] = {
+    "n_steps": 0, "quadrature": "gausslegendre", "adaptive": False, "tolerance": 0.0, "max_steps": 0,
+    "n_samples": 0, "noise_stdev": 0.0, "seed": 0, "window": 0, "stride": 0, "ablation": "per_timestep",
+    "abs_saliency": None,
+}
+
+
+def only_options(method: str, opts: MethodOptions, takes: tuple[str, ...]) -> None:
+    """Refuse an option the method does not take (it would be ignored silently otherwise);
+    ``takes`` lists the method's own options. See docs/method-options.md."""
+    for name, unset in _UNSET.items():
+        value = getattr(opts, name)
+        if name not in takes and value is not None and value != unset:  # None: an optional field left out
+            shown = value.upper() if isinstance(value, str) else value
+            own = f"its options are {', '.join(takes)}" if takes else "it takes no options"
+            raise InvalidInput(f"{method}.{name} is {shown}, but {method} does not take {name} ({own}); "
+                               f"leave {name} unset or ask for a method that uses it")
+
+
 def count_option(value: int, default: int, field: str, ctx: PlanContext, *, minimum: int = 1) -> int:
     """A step or sample count: 0 -> the default (lowered to Settings.max_steps when the server
     caps below it); a caller's explicit count above the cap is refused."""

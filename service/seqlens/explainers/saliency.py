@@ -8,11 +8,12 @@ from dataclasses import dataclass
 from typing import Literal
 
 from .gradients import gradient_at, gradient_attribution
-from .options import MethodOptions, PlanContext
+from .options import MethodOptions, PlanContext, only_options
 from .problem import Problem
 from .result import Attribution
 
 NAME = "saliency"
+OPTIONS: tuple[str, ...] = ("abs_saliency",)  # options it reads
 
 
 @dataclass(frozen=True)
@@ -37,4 +38,5 @@ class Saliency:
 
 
 def plan(opts: MethodOptions, ctx: PlanContext) -> Saliency:
+    only_options(NAME, opts, OPTIONS)
     return Saliency(opts.abs_saliency is not False, ctx.length)

@@ -19,6 +19,7 @@ from .options import (
     MethodOptions,
     PlanContext,
     count_option,
+    only_options,
     per_feature_ablation,
     token_perturbation_baseline,
     tolerance_option,
@@ -29,6 +30,7 @@ from .result import Attribution, completeness_delta
 from .sampling import permutations
 
 NAME = "shapley_sampling"
+OPTIONS: tuple[str, ...] = ("n_samples", "seed", "ablation", "tolerance")  # options it reads
 DEFAULT_SAMPLES = 25
 
 
@@ -88,6 +90,7 @@ class ShapleySampling:
 
 
 def plan(opts: MethodOptions, ctx: PlanContext) -> ShapleySampling:
+    only_options(NAME, opts, OPTIONS)
     token_perturbation_baseline(NAME, ctx)
     per_feature = per_feature_ablation(NAME, opts, ctx)
     n = count_option(opts.n_samples, DEFAULT_SAMPLES, f"{NAME}.n_samples", ctx)

@@ -13,12 +13,13 @@ import torch
 from torch import Tensor
 
 from .gradients import gradient_attribution, run_gradient_chunks
-from .options import MethodOptions, PlanContext, count_option, noise_option
+from .options import MethodOptions, PlanContext, count_option, noise_option, only_options
 from .problem import Problem
 from .result import Attribution
 from .sampling import Draws, SeededDraws
 
 NAME = "smoothgrad"
+OPTIONS: tuple[str, ...] = ("n_samples", "noise_stdev", "seed", "abs_saliency")  # options it reads
 DEFAULT_SAMPLES = 5
 DEFAULT_NOISE_FRACTION = 0.15
 
@@ -63,6 +64,7 @@ class SmoothGrad:
 
 
 def plan(opts: MethodOptions, ctx: PlanContext) -> SmoothGrad:
+    only_options(NAME, opts, OPTIONS)
     n = count_option(opts.n_samples, DEFAULT_SAMPLES, f"{NAME}.n_samples", ctx)
     stdev = noise_option(opts.noise_stdev, f"{NAME}.noise_stdev")
     return SmoothGrad(n, stdev, opts.abs_saliency is not False, opts.seed, ctx.length)

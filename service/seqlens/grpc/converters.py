@@ -108,7 +108,7 @@ def model_info(d: ModelDescription) -> models_pb2.ModelInfo:
             parity_max_abs_diff=r.loaded.parity_max_abs_diff if r.loaded else 0.0,
             load_seconds=r.loaded.load_seconds if r.loaded else 0.0) for r in d.records],
         attribution_methods=d.attribution_methods, state_summaries=d.state_summaries,
-        limits=models_pb2.Limits(max_length=d.max_length, max_batch=d.max_batch,
+        limits=models_pb2.Limits(max_length=d.max_length, min_length=d.min_length, max_batch=d.max_batch,
                                  max_explain_work=d.max_explain_work, max_steps=d.max_steps))
     c = d.config
     if c is None:
@@ -138,12 +138,18 @@ def model_info(d: ModelDescription) -> models_pb2.ModelInfo:
 _OIP_NUMPY = {"INT64": np.int64, "INT32": np.int32, "FP32": np.float32, "FP64": np.float64}
 
 
+def oip_where(index: int, name: str) -> str:
+    """An OIP request tensor as errors name it: the protocol's fields, not the typed API's."""
+    return f"ModelInferRequest.inputs[{index}] ({name!r})"
+
+
 def oip_input(req: oip.ModelInferRequest, index: int) -> np.ndarray:
     """Decode input ``index`` from raw_input_contents or typed contents."""
     t = req.inputs[index]
-    where = f"inputs[{index}] ({t.name!r})"
+    where = oip_where(index, t.name)
     if t.datatype not in _OIP_NUMPY:
-        raise InvalidInput(f"{where}: datatype {t.datatype!r} not supported; use INT64 token ids or FP32 features")
+        raise InvalidInput(f"{where}: datatype {t.datatype!r} not supported; use INT64 (or INT32) token ids or "
+                           "FP32 (or FP64) features")
     shape = list(t.shape)
     if not 1 <= len(shape) <= MAX_TENSOR_RANK or any(d < 0 for d in shape):
         raise InvalidInput(f"{where}: shape {shape} is invalid")
@@ -151,7 +157,7 @@ def oip_input(req: oip.ModelInferRequest, index: int) -> np.ndarray:
     dtype = np.dtype(_OIP_NUMPY[t.datatype]).newbyteorder("<")
     if req.raw_input_contents:
         if len(req.raw_input_contents) != len(req.inputs):
-            raise InvalidInput("raw_input_contents must have one entry per input")
+            raise InvalidInput("ModelInferRequest.raw_input_contents must have one entry per input")
         raw = req.raw_input_contents[index]
         if len(raw) != count * dtype.itemsize:
             raise InvalidInput(f"{where}: {len(raw)} raw bytes, shape {shape} of {t.datatype} needs "

@@ -149,13 +149,16 @@ class InferenceServicer(oip_grpc.GRPCInferenceServiceServicer):
     async def ModelInfer(self, request: oip.ModelInferRequest, context: Any) -> oip.ModelInferResponse:
         names = [t.name for t in request.inputs]
         if "inputs" not in names or set(names) - {"inputs", "lengths"} or len(names) != len(set(names)):
-            raise InvalidInput(f"ModelInfer needs input 'inputs' and optionally 'lengths', got {names}")
+            raise InvalidInput(f"ModelInferRequest.inputs needs input 'inputs' (token ids or features) and "
+                               f"optionally 'lengths', got {names}")
         tensors = {t.name: converters.oip_input(request, i) for i, t in enumerate(request.inputs)}
+        where = {n: converters.oip_where(i, n) for i, n in enumerate(names)}
         lengths = tensors.get("lengths")
         if lengths is not None and not np.issubdtype(lengths.dtype, np.integer):
-            raise InvalidInput("input 'lengths' must be INT64 or INT32")
+            raise InvalidInput(f"{where['lengths']} must be INT64 or INT32")
         loaded, out = await self._dp.infer_tensor(request.model_name, request.model_version,
-                                                  tensors["inputs"], lengths)
+                                                  tensors["inputs"], lengths, inputs_where=where["inputs"],
+                                                  lengths_where=where.get("lengths", "input 'lengths'"))
         return converters.oip_infer_response(request, loaded.version, out)
 
 

@@ -97,7 +97,7 @@ def render_png(exp: Explanation, path: Path, dpi: int = 120) -> Path:
         _step_ticks(ax, steps)
         ax.legend(fontsize=7)
     else:
-        _note(ax, "no prefix predictions (explain with state=True; unidirectional models)")
+        _note(ax, "no prefix predictions (explain with state=True, CLI --state; unidirectional models)")
 
     ax, ls = axes[3], with_key("state_norm")
     ax.set_title(PANEL_TITLES["norms"], fontsize=10)
@@ -109,7 +109,7 @@ def render_png(exp: Explanation, path: Path, dpi: int = 120) -> Path:
         _step_ticks(ax, steps)
         ax.legend(fontsize=7)
     else:
-        _note(ax, "no state norms (explain with state=True)")
+        _note(ax, "no state norms (explain with state=True, CLI --state)")
 
     ax, ls = axes[4], with_key("gate_mean")
     ax.set_title(PANEL_TITLES["gates"], fontsize=10)
@@ -120,7 +120,7 @@ def render_png(exp: Explanation, path: Path, dpi: int = 120) -> Path:
         _step_ticks(ax, steps)
         ax.legend(fontsize=7, ncol=2)
     else:
-        _note(ax, "no gate means (explain with state=True; LSTM and GRU)")
+        _note(ax, "no gate means (explain with state=True, CLI --state; LSTM and GRU)")
 
     ax, ls = axes[5], with_key("heatmap")
     ax.set_title(PANEL_TITLES["units"], fontsize=10)
@@ -134,7 +134,7 @@ def render_png(exp: Explanation, path: Path, dpi: int = 120) -> Path:
         _step_ticks(ax, steps)
         fig.colorbar(im, ax=ax, shrink=0.8)
     else:
-        _note(ax, "no hidden states (explain with StateOptions(include_hidden=True))")
+        _note(ax, "no hidden states (explain with StateOptions(include_hidden=True), CLI --hidden)")
 
     ax, ls = axes[6], with_key("saturation")
     ax.set_title(PANEL_TITLES["saturation"], fontsize=10)
@@ -150,7 +150,7 @@ def render_png(exp: Explanation, path: Path, dpi: int = 120) -> Path:
         ax.set_ylabel("fraction right-saturated (> 0.9)")
         ax.legend(fontsize=7)
     else:
-        _note(ax, "no gate saturation (explain with state=True; LSTM and GRU)")
+        _note(ax, "no gate saturation (explain with state=True, CLI --state; LSTM and GRU)")
 
     ax = axes[7]
     ax.set_title(PANEL_TITLES["faithfulness"], fontsize=10)
@@ -168,7 +168,7 @@ def render_png(exp: Explanation, path: Path, dpi: int = 120) -> Path:
         ax.set_xlabel("top-k %")
         ax.legend(fontsize=7)
     else:
-        _note(ax, "no faithfulness scores (explain with faithfulness=True)")
+        _note(ax, "no faithfulness scores (explain with faithfulness=True, CLI --faithfulness)")
 
     fig.savefig(path, dpi=dpi)
     return path

@@ -236,7 +236,7 @@
   }
   function renderAttribution() {
     var b = body("attribution"), m = method();
-    if (!m) { note(b, "No attributions in this explanation: ask for methods=[...] when explaining."); return; }
+    if (!m) { note(b, "No attributions in this explanation: ask for methods=[...] (CLI: --method NAME) when explaining."); return; }
     if (m.warning) el("div", { "class": "unconverged", role: "alert" }, b, "⚠ " + m.warning);
     var info = [m.name.replace(/_/g, " ")];
     if (m.n_steps) info.push(m.n_steps + (m.name === "integrated_gradients" ? " steps" : " samples"));
@@ -302,7 +302,7 @@
   function layersWith(key) { return D.layers.filter(function (l) { return l[key]; }); }
   function noState(b, what) {
     note(b, D.layers.length ? "The state summary has no " + what + " for this model or request."
-                            : "No state summary: explain with state=True to see " + what + ".");
+                            : "No state summary: explain with state=True (CLI: --state) to see " + what + ".");
   }
   function renderPrefix() {
     var b = body("prefix"), ls = layersWith("prefix");
@@ -345,8 +345,8 @@
   function renderUnits() {
     var b = body("units"), ls = layersWith("heatmap");
     if (!ls.length) {
-      note(b, D.layers.length ? "Hidden states were not returned: explain with StateOptions(include_hidden=True)."
-                              : "No state summary: explain with state=StateOptions(include_hidden=True).");
+      note(b, D.layers.length ? "Hidden states were not returned: explain with StateOptions(include_hidden=True) (CLI: --hidden)."
+                              : "No state summary: explain with state=StateOptions(include_hidden=True) (CLI: --hidden).");
       return;
     }
     ls.forEach(function (l) {
@@ -373,7 +373,7 @@
   function renderFaithfulness() {
     var b = body("faithfulness"), m = method();
     var any = D.methods.some(function (x) { return x.faithfulness; });
-    if (!any) { note(b, "No faithfulness scores: explain with faithfulness=True."); return; }
+    if (!any) { note(b, "No faithfulness scores: explain with faithfulness=True (CLI: --faithfulness)."); return; }
     if (!m || !m.faithfulness) { note(b, "No faithfulness scores for " + (m ? m.name : "this method") + "."); return; }
     var f = m.faithfulness;
     el("div", { "class": "method-info" }, b, m.name.replace(/_/g, " ") + ": AOPC comprehensiveness " +

@@ -63,11 +63,12 @@ def render_text(exp: Explanation, method: str | None = None, color: bool = True,
     else:
         head += "forecast " + " ".join(f"{v:.4g}" for v in p.scores.reshape(-1)[:8])
     t = exp.target
-    head += f"  | target: {t.label or t.class_index}"
+    if p.forecast is not None:  # forecasts and regressions: no class, one output step
+        head += f"  | target: horizon step {t.horizon_step}"
+    else:
+        head += f"  | target: {t.label or t.class_index}"
     if p.step_labels:
         head += f" at step {t.timestep}"
-    if p.forecast is not None:
-        head += f" (horizon step {t.horizon_step})"
     lines = [f"{_BOLD}{head}{_RESET}" if color else head]
     if not exp.attributions:
         lines.append("(no attributions)")

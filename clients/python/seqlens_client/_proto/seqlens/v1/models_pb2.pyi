@@ -133,16 +133,18 @@ class InputSchema(_message.Message):
     def __init__(self, kind: _Optional[_Union[InputKind, str]] = ..., tokenizer: _Optional[str] = ..., vocab_size: _Optional[int] = ..., pad_id: _Optional[int] = ..., unk_id: _Optional[int] = ..., lowercase: _Optional[bool] = ..., feature_names: _Optional[_Iterable[str]] = ..., vocabulary: _Optional[str] = ..., special_tokens: _Optional[_Iterable[str]] = ..., add_special_tokens: _Optional[bool] = ...) -> None: ...
 
 class Limits(_message.Message):
-    __slots__ = ("max_length", "max_batch", "max_explain_work", "max_steps")
+    __slots__ = ("max_length", "max_batch", "max_explain_work", "max_steps", "min_length")
     MAX_LENGTH_FIELD_NUMBER: _ClassVar[int]
     MAX_BATCH_FIELD_NUMBER: _ClassVar[int]
     MAX_EXPLAIN_WORK_FIELD_NUMBER: _ClassVar[int]
     MAX_STEPS_FIELD_NUMBER: _ClassVar[int]
+    MIN_LENGTH_FIELD_NUMBER: _ClassVar[int]
     max_length: int
     max_batch: int
     max_explain_work: int
     max_steps: int
-    def __init__(self, max_length: _Optional[int] = ..., max_batch: _Optional[int] = ..., max_explain_work: _Optional[int] = ..., max_steps: _Optional[int] = ...) -> None: ...
+    min_length: int
+    def __init__(self, max_length: _Optional[int] = ..., max_batch: _Optional[int] = ..., max_explain_work: _Optional[int] = ..., max_steps: _Optional[int] = ..., min_length: _Optional[int] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
     __slots__ = ("name", "task", "default_version", "versions", "input", "labels", "horizon", "architecture", "attribution_methods", "state_summaries", "limits", "description")
