@@ -23,6 +23,7 @@ from .options import (
     target_proto,
 )
 from .results import Explanation, ModelInfo
+from .sequences import StateArg, predict_states
 from .tensors import to_numpy
 
 __all__ = [
@@ -42,12 +43,17 @@ ProgressCallback = Callable[[int, "int | None"], None]
 Outcome = tuple[int, "Explanation | SeqlensError"]
 
 
-def predict_request(model: str, inputs: Inputs, version: str | None) -> predict_pb2.PredictRequest:
+def predict_request(model: str, inputs: Inputs, version: str | None, state: StateArg = None,
+                    return_state: bool = False) -> predict_pb2.PredictRequest:
     try:
         seqs = to_sequence_inputs(inputs)
     except ValueError as e:
         raise local_error(e) from e
-    return predict_pb2.PredictRequest(model_name=model, model_version=version or "", inputs=seqs)
+    req = predict_pb2.PredictRequest(model_name=model, model_version=version or "", inputs=seqs)
+    if state is not None or return_state:
+        req.states.extend(predict_states(state, len(seqs)))
+        req.return_state = True
+    return req
 
 
 def local_error(e: ValueError) -> InvalidArgument:

@@ -39,6 +39,7 @@ from .errors import SeqlensError, error_from_rpc
 from .inputs import Inputs, SequenceLike
 from .options import BaselineLike, MethodsLike, StateLike, TargetLike
 from .results import Explanation, ModelInfo, ModelSummary, PredictResult
+from .sequences import SequenceId, SequenceStream, StateArg
 
 if TYPE_CHECKING:
     from typing import Self
@@ -164,18 +165,34 @@ class Client(_ClientBase):
             return None
 
     # --- predictions ----------------------------------------------------------------
-    def predict(self, model: str, inputs: Inputs, *, version: str | None = None,
-                timeout: float | None = None) -> PredictResult:
+    def predict(self, model: str, inputs: Inputs, *, version: str | None = None, state: StateArg = None,
+                return_state: bool = False, timeout: float | None = None) -> PredictResult:
         """Predict a batch of sequences (or one): texts, token-id sequences or ``[T,F]`` float
         feature arrays (see :mod:`seqlens_client.inputs` for the rules). Returns one
         :class:`Prediction` per input, in order.
+
+        Client-held streaming: ``state`` (a :class:`RecurrentState` from a previous call, or one
+        per input) continues those sequences; with it, or with ``return_state=True``, each
+        prediction carries its final ``.state`` (``result.state`` for a single input).
 
         >>> result = client.predict("sentiment", ["a gorgeous, witty film", "dull"])  # doctest: +SKIP
         >>> [(p.label, round(float(p.probabilities.max()), 2)) for p in result]     # doctest: +SKIP
         [('positive', 0.93), ('negative', 0.81)]
         """
-        req = predict_request(model, inputs, version)
+        req = predict_request(model, inputs, version, state, return_state)
         return PredictResult.from_proto(self._unary(self._stub.Predict, req, timeout))
+
+    def sequence(self, model: str, *, version: str | None = None, sequence_id: SequenceId | None = None,
+                 stream: bool = True, timeout: float | None = None) -> SequenceStream:
+        """A server-held sequence: ``with client.sequence(model) as seq: seq.feed(chunk)``.
+
+        The server carries the state between chunks under ``sequence_id`` (default: a random
+        string). ``stream=True`` sends the chunks over one ``StreamSequence`` stream (one replica
+        for the whole sequence); ``stream=False`` over unary ``Predict`` calls. ``timeout``
+        bounds the stream (default: none) or each unary call. Leaving the block ends it.
+        """
+        deadline = timeout if stream else self._deadline(timeout)
+        return SequenceStream(self._stub, model, version, sequence_id, self._metadata, deadline, stream)
 
     # --- explanations ---------------------------------------------------------------
     def explain(self, model: str, input: SequenceLike, methods: MethodsLike = None, *, target: TargetLike = None,

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, overload
 import numpy as np
 
 from ._proto.seqlens.v1 import explain_pb2, models_pb2, predict_pb2, types_pb2
+from .carry import RecurrentState
 from .state import StateSummary
 from .tensors import optional_numpy, to_numpy
 
@@ -115,6 +116,7 @@ class Prediction:
     label_index: int | None = None
     step_labels: list[str] = field(default_factory=list)
     step_label_indices: list[int] = field(default_factory=list)
+    state: RecurrentState | None = None  # final state, when asked for (client-held streaming)
 
     @property
     def forecast(self) -> np.ndarray | None:
@@ -126,10 +128,13 @@ class Prediction:
         return cls(length=msg.length, tokens=[Token.from_proto(t) for t in msg.tokens],
                    scores=to_numpy(msg.scores), probabilities=optional_numpy(msg, "probabilities"),
                    label=msg.label or None, label_index=msg.label_index if msg.label else None,
-                   step_labels=list(msg.step_labels), step_label_indices=list(msg.step_label_indices))
+                   step_labels=list(msg.step_labels), step_label_indices=list(msg.step_label_indices),
+                   state=RecurrentState.from_proto(msg.state) if msg.HasField("state") else None)
 
     def to_dict(self) -> dict[str, Any]:
-        return {**_dict(self), "forecast": jsonable(self.forecast)}
+        d = {**_dict(self), "forecast": jsonable(self.forecast)}
+        d.pop("state", None)  # opaque: feed it back, do not serialize it into reports
+        return d
 
 
 class PredictResult(Sequence[Prediction]):
@@ -161,6 +166,11 @@ class PredictResult(Sequence[Prediction]):
 
     def __iter__(self) -> Iterator[Prediction]:
         return iter(self.predictions)
+
+    @property
+    def state(self) -> RecurrentState | None:
+        """The final state of the only (or first) input, when states were asked for."""
+        return self.predictions[0].state if self.predictions else None
 
     def __repr__(self) -> str:
         return f"PredictResult(model={self.model_name!r}, version={self.model_version!r}, n={len(self)})"

@@ -350,9 +350,9 @@ def sequence_status(o: ChunkOutcome) -> recurrent_pb2.SequenceStatus:
 
 
 def chunk_predict_response(o: ChunkOutcome) -> predict_pb2.PredictResponse:
-    assert o.prediction is not None
+    preds = [prediction_to_proto(o.prediction)] if o.prediction is not None else []
     return predict_pb2.PredictResponse(model_name=o.model_name, model_version=o.model_version,
-                                       predictions=[prediction_to_proto(o.prediction)], sequence=sequence_status(o))
+                                       predictions=preds, sequence=sequence_status(o))
 
 
 def chunk_input(msg: sequence_pb2.SequenceChunkRequest) -> SequenceInput | None:

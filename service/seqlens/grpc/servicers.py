@@ -54,10 +54,12 @@ class SequenceExplainerServicer(service_pb2_grpc.SequenceExplainerServicer):
             if request.states or request.return_state:
                 raise InvalidInput("a server-held sequence keeps its state on the server: leave states and "
                                    "return_state unset")
-            if len(inputs) != 1:
-                raise InvalidInput(f"a sequence call carries one chunk: inputs has {len(inputs)} sequences")
             ref = converters.sequence_ref(request.sequence, "sequence")
-            outcome = await streaming.chunk(request.model_name, request.model_version, ref, inputs[0], "inputs[0]")
+            if len(inputs) > 1 or (not inputs and not (ref.end and not ref.start)):
+                raise InvalidInput(f"a sequence call carries one chunk (or none, to only end it): inputs has "
+                                   f"{len(inputs)} sequences")
+            outcome = await streaming.chunk(request.model_name, request.model_version, ref,
+                                            inputs[0] if inputs else None, "inputs[0]")
             return converters.chunk_predict_response(outcome)
         states = converters.predict_states(request)
         result = await streaming.predict(request.model_name, request.model_version, inputs, states)
@@ -70,12 +72,12 @@ class SequenceExplainerServicer(service_pb2_grpc.SequenceExplainerServicer):
         streaming = self._dp.streaming
         incoming = request_iterator.__aiter__()
         closing = asyncio.ensure_future(streaming.closing.wait())
+        nxt: asyncio.Future[sequence_pb2.SequenceChunkRequest] | None = None
         try:
             while True:
                 nxt = asyncio.ensure_future(incoming.__anext__())
                 await asyncio.wait((nxt, closing), return_when=asyncio.FIRST_COMPLETED)
                 if not nxt.done():
-                    nxt.cancel()
                     raise ModelUnavailable("server is shutting down: this stream's sequences are dropped; "
                                            "start them again on another replica")
                 try:
@@ -92,6 +94,10 @@ class SequenceExplainerServicer(service_pb2_grpc.SequenceExplainerServicer):
                 yield answer
         finally:
             closing.cancel()
+            if nxt is not None:
+                if nxt.done() and not nxt.cancelled():
+                    nxt.exception()  # retrieved: the end of the request stream is not an error
+                nxt.cancel()
 
     # --- explanations ----------------------------------------------------------------
     async def Explain(self, request: explain_pb2.ExplainRequest, context: Any) -> explain_pb2.ExplainResponse:
