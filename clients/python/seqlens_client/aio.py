@@ -33,12 +33,13 @@ from .calls import (
     predict_request,
     stream_outcome,
 )
+from .carry import RecurrentState
 from .client import _ClientBase
 from .errors import SeqlensError, Unavailable, error_from_rpc
 from .inputs import Inputs, SequenceLike
 from .options import BaselineLike, MethodsLike, StateLike, TargetLike
 from .results import Explanation, ModelInfo, ModelSummary, PredictResult
-from .sequences import AsyncSequenceStream, SequenceId, StateArg
+from .sequences import AsyncSequenceStream, SequenceId, StateArg, with_state
 
 if TYPE_CHECKING:
     from typing import Self
@@ -116,10 +117,12 @@ class AsyncClient(_ClientBase):
     async def explain(self, model: str, input: SequenceLike, methods: MethodsLike = None, *,
                       target: TargetLike = None, baseline: BaselineLike = None, state: StateLike = None,
                       faithfulness: bool = False, version: str | None = None,
+                      initial_state: RecurrentState | None = None, return_state: bool = False,
                       timeout: float | None = None) -> Explanation:
         """See :meth:`Client.explain`."""
         spec = ExplainSpec.build(model, methods, target, baseline, state, faithfulness, version)
         req = spec.request(input)
+        with_state(req, initial_state, return_state)
         resp = await self._unary(self._stub.Explain, req, timeout)
         return finish_explanation(resp, req.input, await self._cached_info(model))
 

@@ -34,12 +34,13 @@ from .calls import (
     predict_request,
     stream_outcome,
 )
+from .carry import RecurrentState
 from .channel import TLS, Keepalive, RetryPolicy, channel_credentials, channel_options, token_metadata
 from .errors import SeqlensError, error_from_rpc
 from .inputs import Inputs, SequenceLike
 from .options import BaselineLike, MethodsLike, StateLike, TargetLike
 from .results import Explanation, ModelInfo, ModelSummary, PredictResult
-from .sequences import SequenceId, SequenceStream, StateArg
+from .sequences import SequenceId, SequenceStream, StateArg, with_state
 
 if TYPE_CHECKING:
     from typing import Self
@@ -197,7 +198,8 @@ class Client(_ClientBase):
     # --- explanations ---------------------------------------------------------------
     def explain(self, model: str, input: SequenceLike, methods: MethodsLike = None, *, target: TargetLike = None,
                 baseline: BaselineLike = None, state: StateLike = None, faithfulness: bool = False,
-                version: str | None = None, timeout: float | None = None) -> Explanation:
+                version: str | None = None, initial_state: RecurrentState | None = None, return_state: bool = False,
+                timeout: float | None = None) -> Explanation:
         """Explain one prediction.
 
         Args:
@@ -211,6 +213,9 @@ class Client(_ClientBase):
                 custom token ids / features of the input's shape.
             state: True for all state summaries, a list of names, or :class:`StateOptions`.
             faithfulness: also compute comprehensiveness/sufficiency curves.
+            initial_state: explain a chunk of a longer sequence: the state a previous call
+                returned, held fixed (the past is context); attributions cover the chunk's steps.
+            return_state: return the final state in ``.final_state`` (implied by ``initial_state``).
 
         >>> exp = client.explain("sentiment", "not bad at all",                    # doctest: +SKIP
         ...                      methods=[Method("integrated_gradients", adaptive=True), "occlusion"],
@@ -220,6 +225,7 @@ class Client(_ClientBase):
         """
         spec = ExplainSpec.build(model, methods, target, baseline, state, faithfulness, version)
         req = spec.request(input)
+        with_state(req, initial_state, return_state)
         resp = self._unary(self._stub.Explain, req, timeout)
         return finish_explanation(resp, req.input, self._cached_info(model))
 

@@ -451,6 +451,8 @@ class Explanation:
     features: np.ndarray | None = None
     labels: list[str] = field(default_factory=list)
     feature_names: list[str] = field(default_factory=list)
+    final_state: RecurrentState | None = None  # explain(initial_state=..., return_state=True)
+    step_offset: int = 0  # absolute step of the input's first timestep within its sequence
 
     @classmethod
     def from_proto(cls, msg: explain_pb2.ExplainResponse) -> Explanation:
@@ -459,7 +461,9 @@ class Explanation:
                    target=ResolvedTarget.from_proto(msg.target),
                    attributions={a.method: Attribution.from_proto(a) for a in msg.attributions},
                    state=StateSummary.from_proto(msg.state) if len(msg.state) else None,
-                   timings={t.stage: t.seconds for t in msg.timings})
+                   timings={t.stage: t.seconds for t in msg.timings},
+                   final_state=RecurrentState.from_proto(msg.final_state) if msg.HasField("final_state") else None,
+                   step_offset=msg.step_offset)
 
     @property
     def length(self) -> int:

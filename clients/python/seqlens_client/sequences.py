@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import grpc
 import numpy as np
 
-from ._proto.seqlens.v1 import predict_pb2, recurrent_pb2, sequence_pb2, types_pb2
+from ._proto.seqlens.v1 import explain_pb2, predict_pb2, recurrent_pb2, sequence_pb2, types_pb2
 from .carry import RecurrentState
 from .errors import InvalidArgument, SeqlensError, error_from_code, error_from_rpc
 from .inputs import SequenceLike, to_sequence_input
@@ -244,3 +244,10 @@ def predict_states(state: StateArg, n_inputs: int) -> list[recurrent_pb2.Recurre
         raise InvalidArgument(grpc.StatusCode.INVALID_ARGUMENT,
                               f"state has {len(states)} entries; give one per input ({n_inputs})")
     return [s.to_proto() for s in states]
+
+
+def with_state(req: explain_pb2.ExplainRequest, initial_state: RecurrentState | None, return_state: bool) -> None:
+    """``explain(initial_state=..., return_state=...)`` into the request."""
+    if initial_state is not None:
+        req.initial_state.CopyFrom(initial_state.to_proto())
+    req.return_state = return_state or initial_state is not None

@@ -259,7 +259,9 @@ def explain_request(msg: explain_pb2.ExplainRequest) -> ExplainRequest:
         methods=tuple(method_options(m, f"methods[{i}]") for i, m in enumerate(msg.methods)),
         baseline_kind=kind, baseline_custom=custom,
         state=state_options(msg.state) if msg.HasField("state") else None,
-        faithfulness=msg.faithfulness)
+        faithfulness=msg.faithfulness,
+        initial_state=recurrent_state(msg.initial_state, "initial_state") if msg.HasField("initial_state") else None,
+        return_state=msg.return_state)
 
 
 def attribution_to_proto(a: Attribution) -> explain_pb2.Attribution:
@@ -292,7 +294,9 @@ def explain_response(r: ExplainResult) -> explain_pb2.ExplainResponse:
             output_space=_SPACE_TO_PROTO[t.output_space]),
         attributions=[attribution_to_proto(a) for a in r.attributions],
         state=[layer_state_to_proto(s) for s in r.state],
-        timings=[explain_pb2.StageTiming(stage=s, seconds=sec) for s, sec in r.timings])
+        timings=[explain_pb2.StageTiming(stage=s, seconds=sec) for s, sec in r.timings],
+        final_state=recurrent_state_to_proto(r.final_state) if r.final_state is not None else None,
+        step_offset=r.step_offset)
 
 
 def explain_error(request_id: str, code: int, message: str) -> explain_pb2.ExplainResponse:
