@@ -3,14 +3,18 @@
 A state is a set of named float32 tensors plus the model version that made it and the
 number of steps it has consumed. For the built-in family the names are
 ``layer<l>.forward.h`` (and ``layer<l>.forward.c`` for LSTMs), each ``[hidden_size]``.
-Chunks run on the torch module, batched (one chunk per sequence): the exported ONNX graphs
-take no initial state, and a one-step chunk on torch costs about what ONNX Runtime costs
-(bench/bench_stateful.py; docs/stateful.md). Bidirectional models cannot stream: their
-backward direction starts from the end of the whole sequence.
+Chunks of different sequences run batched (one chunk per sequence), grouped by length, on
+ONNX Runtime over the version's ``stateful.onnx`` (state in, final state out), parity-checked
+against the torch module on first use; versions without it (exported before it existed) run
+on the torch module, ~15x slower per one-step chunk (bench/bench_stateful.py;
+docs/stateful.md). Bidirectional models cannot stream: their backward direction starts from
+the end of the whole sequence.
 """
 
 from __future__ import annotations
 
+import logging
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,8 +23,13 @@ import torch
 from .errors import FailedPrecondition, InvalidInput
 from .families import LayerStates, SequenceModel
 from .inputs import pad_batch
+from .runtimes.onnx_state import STATE_ONNX_FILE, StatefulOnnx
 from .schema import ModelConfig
-from .versions import LoadedVersion
+from .versions import PARITY_TOLERANCE, LoadedVersion, probe_inputs, version_file
+
+log = logging.getLogger(__name__)
+_RUNTIME = "seqlens.stateful_onnx"  # key in LoadedVersion.extras: StatefulOnnx, or False (torch)
+_LOAD_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -116,8 +125,72 @@ def unstack_states(loaded: LoadedVersion, finals: LayerStates, steps: list[int])
             for b, n in enumerate(steps)]
 
 
-def run_chunks(loaded: LoadedVersion, chunks: list[Chunk]) -> list[ChunkResult]:
-    """One padded torch pass over chunks of different sequences, each from its own state."""
+def stateful_runtime(loaded: LoadedVersion) -> StatefulOnnx | None:
+    """The version's ``stateful.onnx`` session, loaded and parity-checked on first use (in a
+    worker thread); None when the version has none or it fails: chunks then run on torch."""
+    found = loaded.extras.get(_RUNTIME)
+    if found is not None:
+        return found if isinstance(found, StatefulOnnx) else None
+    with _LOAD_LOCK:
+        if _RUNTIME not in loaded.extras:
+            loaded.extras[_RUNTIME] = _load_runtime(loaded) or False
+    found = loaded.extras[_RUNTIME]
+    return found if isinstance(found, StatefulOnnx) else None
+
+
+def _load_runtime(loaded: LoadedVersion) -> StatefulOnnx | None:
+    if not (loaded.path / STATE_ONNX_FILE).is_file() or not isinstance(loaded.torch_module, SequenceModel):
+        return None
+    names = [n for n, _ in state_layout(loaded.config)]
+    try:
+        rt = StatefulOnnx(version_file(loaded.path, STATE_ONNX_FILE), names)
+        x, _ = probe_inputs(loaded.config, loaded.vocab_size)
+        rng = np.random.default_rng(0)
+        start = [CarriedState(loaded.name, loaded.version, 1, {n: rng.normal(size=s).astype(np.float32) * 0.5
+                                                               for n, s in state_layout(loaded.config)})
+                 for _ in range(x.shape[0])]
+        worst = 0.0
+        for t in (1, min(5, x.shape[1])):
+            chunks = [Chunk(row[:t], s) for row, s in zip(x, start)]
+            got, want = _run_onnx(loaded, rt, chunks), _run_torch(loaded, chunks)
+            for g, w in zip(got, want, strict=True):
+                worst = max(worst, float(np.max(np.abs(g.output - w.output))),
+                            *(float(np.max(np.abs(g.state.tensors[n] - w.state.tensors[n]))) for n in names))
+        if not worst <= PARITY_TOLERANCE:
+            raise ValueError(f"parity check failed: {worst:.3g} (> {PARITY_TOLERANCE:g})")
+    except Exception as exc:  # noqa: BLE001 - any failure: chunks run on torch, and the log says why
+        log.warning("stateful.onnx not used; chunks run on torch",
+                    extra={"model": loaded.name, "version": loaded.version, "reason": str(exc)[:200]})
+        return None
+    return rt
+
+
+def run_chunks(loaded: LoadedVersion, chunks: list[Chunk], *, torch_only: bool = False) -> list[ChunkResult]:
+    """Chunks of different sequences, each from its own state: ONNX Runtime when the version has
+    a stateful graph (and not ``torch_only``), else one padded torch pass."""
+    rt = None if torch_only else stateful_runtime(loaded)
+    return _run_onnx(loaded, rt, chunks) if rt is not None else _run_torch(loaded, chunks)
+
+
+def _run_onnx(loaded: LoadedVersion, rt: StatefulOnnx, chunks: list[Chunk]) -> list[ChunkResult]:
+    """One ONNX Runtime call per distinct chunk length (one-step chunks: one call)."""
+    names = rt.names
+    by_length: dict[int, list[int]] = {}
+    for i, c in enumerate(chunks):
+        by_length.setdefault(int(c.values.shape[0]), []).append(i)
+    out: list[ChunkResult | None] = [None] * len(chunks)
+    for t, idx in by_length.items():
+        inputs = np.stack([chunks[i].values for i in idx])
+        states = [np.stack([chunks[i].state.tensors[n] for i in idx]) for n in names]
+        outputs, finals = rt.run(inputs, states)
+        for k, i in enumerate(idx):
+            s = chunks[i].state
+            out[i] = ChunkResult(outputs[k], CarriedState(loaded.name, loaded.version, s.steps + t,
+                                                          {n: f[k] for n, f in zip(names, finals)}))
+    return [r for r in out if r is not None]
+
+
+def _run_torch(loaded: LoadedVersion, chunks: list[Chunk]) -> list[ChunkResult]:
     module = loaded.torch_module
     inputs, lengths = pad_batch([c.values for c in chunks])
     with torch.no_grad():

@@ -142,13 +142,15 @@ class SequenceModel(nn.Module):
         n = 2 if arch.cell == "lstm" else 1
         return [tuple(torch.zeros(batch, arch.hidden_size) for _ in range(n)) for _ in range(arch.num_layers)]
 
-    def run_layers_from(self, x: Tensor, lengths: Tensor, initial: LayerStates) -> tuple[Tensor, LayerStates]:
+    def run_layers_from(self, x: Tensor, lengths: Tensor, initial: LayerStates, *, uniform: bool | None = None
+                        ) -> tuple[Tensor, LayerStates]:
         """A unidirectional stack from ``initial``: x [B,T,E] -> (top outputs [B,T,H], the state
         after each sequence's own last step). Mixed lengths run packed, so that each state
-        stops at its length."""
+        stops at its length; ``uniform=True`` promises equal lengths (the ONNX export)."""
         if self.config.architecture.bidirectional:
             raise ValueError("a bidirectional stack has no state to carry")
-        uniform = bool((lengths == x.shape[1]).all())
+        if uniform is None:
+            uniform = bool((lengths == x.shape[1]).all())
         finals: LayerStates = []
         for directions, state in zip(self.rnn, initial, strict=True):
             rnn = cast(RNNModule, cast(nn.ModuleList, directions)[0])
@@ -164,15 +166,15 @@ class SequenceModel(nn.Module):
             x = y
         return x, finals
 
-    def forward_from_embedding_with_state(self, emb: Tensor, lengths: Tensor, initial: LayerStates
-                                          ) -> tuple[Tensor, LayerStates]:
+    def forward_from_embedding_with_state(self, emb: Tensor, lengths: Tensor, initial: LayerStates, *,
+                                          uniform: bool | None = None) -> tuple[Tensor, LayerStates]:
         """Like ``forward_from_embedding``, continuing from ``initial``; also the final states."""
-        top, finals = self.run_layers_from(emb, lengths, initial)
+        top, finals = self.run_layers_from(emb, lengths, initial, uniform=uniform)
         return self._outputs([top], lengths), finals
 
-    def forward_with_state(self, inputs: Tensor, lengths: Tensor, initial: LayerStates
-                           ) -> tuple[Tensor, LayerStates]:
-        return self.forward_from_embedding_with_state(self.embed(inputs), lengths, initial)
+    def forward_with_state(self, inputs: Tensor, lengths: Tensor, initial: LayerStates, *,
+                           uniform: bool | None = None) -> tuple[Tensor, LayerStates]:
+        return self.forward_from_embedding_with_state(self.embed(inputs), lengths, initial, uniform=uniform)
 
     def forward(self, inputs: Tensor, lengths: Tensor) -> Tensor:
         """-> logits [B,C], per-step logits [B,T,C] or values [B,H]."""

@@ -6,13 +6,23 @@ outputs, and the numpy step-by-step recurrence (``recurrence.recompute``) for fi
 
 from __future__ import annotations
 
+import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
-from seqlens.carry import CarriedState, Chunk, check_state, require_streamable, run_chunks, zero_state
+from seqlens.carry import (
+    CarriedState,
+    Chunk,
+    check_state,
+    require_streamable,
+    run_chunks,
+    stateful_runtime,
+    zero_state,
+)
 from seqlens.errors import FailedPrecondition, InvalidInput
 from seqlens.recurrence import recompute
+from seqlens.runtimes.onnx_state import STATE_ONNX_FILE
 from seqlens.versions import load_version
 
 from tests.factories import export_tiny, random_inputs
@@ -35,8 +45,15 @@ def _cuts(rng: np.random.Generator, n: int) -> list[int]:
 @pytest.mark.parametrize("layers", [1, 2])
 @pytest.mark.parametrize("task,tokens", [("classification", True), ("tagging", True), ("forecasting", False)])
 def test_chunks_equal_whole_sequence(tmp_path: Path, cell: str, layers: int, task: str, tokens: bool) -> None:
+    """On both runtimes: the exported stateful graph (ONNX Runtime) and the torch module."""
     loaded = _load(tmp_path, cell=cell, layers=layers, task=task, tokens=tokens)
-    rng = np.random.default_rng(hash((cell, layers, task)) % 2**32)
+    assert stateful_runtime(loaded) is not None  # export wrote stateful.onnx and it passed parity
+    for torch_only in (False, True):
+        _check_chunks(loaded, cell, layers, task, torch_only)
+
+
+def _check_chunks(loaded, cell: str, layers: int, task: str, torch_only: bool) -> None:  # type: ignore[no-untyped-def]
+    rng = np.random.default_rng(zlib.crc32(f"{cell}{layers}{task}{torch_only}".encode()))
     x, lengths = random_inputs(loaded.torch_module, 5, 17, rng)
     seqs = [x[i, : int(n)] for i, n in enumerate(lengths)]
     whole = [loaded.onnx.run(s[None], np.array([len(s)]))[0] for s in seqs]
@@ -45,7 +62,8 @@ def test_chunks_equal_whole_sequence(tmp_path: Path, cell: str, layers: int, tas
     outs: list[list[np.ndarray]] = [[] for _ in seqs]
     for k in range(max(len(c) for c in cuts) - 1):  # chunks of different sequences batched together
         live = [i for i, c in enumerate(cuts) if k + 1 < len(c)]
-        results = run_chunks(loaded, [Chunk(seqs[i][cuts[i][k]:cuts[i][k + 1]], states[i]) for i in live])
+        results = run_chunks(loaded, [Chunk(seqs[i][cuts[i][k]:cuts[i][k + 1]], states[i]) for i in live],
+                             torch_only=torch_only)
         for i, r in zip(live, results, strict=True):
             states[i] = r.state
             outs[i].append(r.output)
@@ -76,8 +94,27 @@ def test_recompute_continues_from_a_carried_state(tmp_path: Path) -> None:
         np.testing.assert_allclose(a[0].gates[0], b[0].gates[0, :, 4:], atol=1e-6)
 
 
+def test_versions_without_a_stateful_graph_run_chunks_on_torch(tmp_path: Path) -> None:
+    version = export_tiny(tmp_path, "m", cell="gru", layers=2)
+    (version / STATE_ONNX_FILE).unlink()  # as exported before stateful.onnx existed
+    loaded = load_version(version, "m", "1")
+    assert stateful_runtime(loaded) is None
+    s = np.array([3, 4, 5, 6, 7], dtype=np.int64)
+    first = run_chunks(loaded, [Chunk(s[:2], zero_state(loaded))])[0]
+    last = run_chunks(loaded, [Chunk(s[2:], first.state)])[0]
+    np.testing.assert_allclose(last.output, loaded.onnx.run(s[None], np.array([5]))[0], atol=1e-5)
+
+
+def test_a_stateful_graph_that_fails_parity_is_not_used(tmp_path: Path) -> None:
+    version = export_tiny(tmp_path, "m", cell="lstm")
+    other = export_tiny(tmp_path, "o", cell="lstm", seed=9)  # same shapes, other weights
+    (version / STATE_ONNX_FILE).write_bytes((other / STATE_ONNX_FILE).read_bytes())
+    assert stateful_runtime(load_version(version, "m", "1")) is None
+
+
 def test_bidirectional_models_refuse_streaming(tmp_path: Path) -> None:
     loaded = _load(tmp_path, cell="gru", bidirectional=True)
+    assert not (loaded.path / STATE_ONNX_FILE).exists()
     with pytest.raises(FailedPrecondition, match="bidirectional.*cannot be fed in chunks"):
         require_streamable(loaded)
 
