@@ -8,8 +8,11 @@
   server-held sequence (over the ``StreamSequence`` stream, and over unary ``Predict`` with a
   sequence id), of a one-step chunk with a client-held state (``Predict`` with ``states``), and of
   a stateless batch-1 ``Predict`` of the same one token (A). Target: chunk p50 <= A + 0.3 ms.
-- throughput: 64 concurrent sequences, each feeding one-step chunks over its own stream
-  (server-held), vs 64 concurrent callers sending the same one-token Predicts without state.
+- in process, the runtimes alone (why chunks run on ``stateful.onnx``): a batch-1 one-token
+  ``model.onnx`` run, a one-step chunk on ``stateful.onnx``, and on the torch module.
+- throughput: 64 concurrent sequences feeding one-step chunks (server-held) with unary
+  ``Predict`` calls (the same calls as A plus a sequence id), and over one stream each, vs 64
+  concurrent callers sending the same one-token Predicts without state (A).
 Rounds alternate A and B; a ratio is the ratio of the per-round medians' median.
 The load generator shares the machine's cores with the server (as a co-located client would).
 """
@@ -27,7 +30,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import grpc
-import numpy as np
 from seqlens_client._proto.seqlens.v1 import (
     predict_pb2,
     recurrent_pb2,
@@ -37,7 +39,7 @@ from seqlens_client._proto.seqlens.v1 import (
 )
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_predict import MODEL, Server, make_repository, pct  # noqa: E402
+from bench_predict import MODEL, Server, make_repository, pct
 
 VOCAB = 8000
 
@@ -128,7 +130,7 @@ def latencies(target: str, seconds: float) -> dict[str, list[float]]:
     return out
 
 
-async def throughput(target: str, n: int, seconds: float, with_state: bool, round_no: int) -> float:
+async def throughput(target: str, n: int, seconds: float, mode: str, round_no: int) -> float:
     """Chunks (or Predicts) per second from ``n`` concurrent sequences (or callers)."""
     async with grpc.aio.insecure_channel(target) as channel:
         stub = service_pb2_grpc.SequenceExplainerStub(channel)
@@ -161,10 +163,37 @@ async def throughput(target: str, n: int, seconds: float, with_state: bool, roun
                 done += 1
                 i += n
 
+        async def unary(k: int) -> None:
+            nonlocal done
+            seq_id = f"tpu-{round_no}-{k}"
+            await stub.Predict(unary_chunk(seq_id, k, start=True))
+            i = k
+            while time.perf_counter() < stop:
+                await stub.Predict(unary_chunk(seq_id, i))
+                done += 1
+                i += n
+            await stub.Predict(predict_pb2.PredictRequest(model_name=MODEL, sequence=recurrent_pb2.SequenceControl(
+                string_id=seq_id, end=True)))
+
         stop = time.perf_counter() + seconds
         start = time.perf_counter()
-        await asyncio.gather(*((sequence if with_state else caller)(k) for k in range(n)))
+        loop = {"stream": sequence, "unary": unary, "predict": caller}[mode]
+        await asyncio.gather(*(loop(k) for k in range(n)))
         return done / (time.perf_counter() - start)
+
+
+def runtimes(version_dir: Path, seconds: float) -> dict[str, list[float]]:
+    import numpy as np
+    import torch
+    from seqlens.carry import Chunk, run_chunks, zero_state
+    from seqlens.versions import load_version
+
+    torch.set_num_threads(1)  # as the server sets it
+    loaded = load_version(version_dir, MODEL, "1")
+    x, one, state = np.array([5], dtype=np.int64), np.array([1], dtype=np.int64), zero_state(loaded)
+    return {"onnx": timed(lambda i: loaded.onnx.run(x[None], one), seconds),
+            "stateful": timed(lambda i: run_chunks(loaded, [Chunk(x, state)]), seconds),
+            "torch": timed(lambda i: run_chunks(loaded, [Chunk(x, state)], torch_only=True), seconds)}
 
 
 def main() -> None:
@@ -178,17 +207,19 @@ def main() -> None:
         server = Server(Path(tmp), {})
         try:
             rounds: list[dict[str, list[float]]] = []
-            tput: dict[bool, list[float]] = {False: [], True: []}
+            local: list[dict[str, list[float]]] = []
+            modes = ["predict", "unary", "stream"]
+            tput: dict[str, list[float]] = {m: [] for m in modes}
             for r in range(args.rounds):
                 rounds.append(latencies(server.target, args.seconds))
-                for with_state in ((False, True) if r % 2 == 0 else (True, False)):
-                    tput[with_state].append(asyncio.run(throughput(server.target, args.sequences, args.seconds,
-                                                                   with_state, r)))
+                local.append(runtimes(Path(tmp) / MODEL / "1", args.seconds / 2))
+                for mode in (modes if r % 2 == 0 else modes[::-1]):
+                    tput[mode].append(asyncio.run(throughput(server.target, args.sequences, args.seconds, mode, r)))
         finally:
             server.stop()
 
-    def med(kind: str, q: float) -> float:
-        return statistics.median(pct(rd[kind], q) for rd in rounds) * 1000
+    def med(kind: str, q: float, source: list[dict[str, list[float]]] = rounds) -> float:
+        return statistics.median(pct(rd[kind], q) for rd in source) * 1000
 
     print(f"model: {model}; {args.rounds} rounds of {args.seconds:g} s; one-token inputs")
     print("| call (one caller, blocking client) | p50 ms | p99 ms | p50 - Predict p50 |")
@@ -199,10 +230,18 @@ def main() -> None:
     for kind, label in names.items():
         p50 = med(kind, 50)
         print(f"| {label} | {p50:.3f} | {med(kind, 99):.3f} | {p50 - base:+.3f} ms |")
-    a, b = statistics.median(tput[False]), statistics.median(tput[True])
-    print(f"\n| {args.sequences} concurrent | calls/s |\n| --- | --- |")
-    print(f"| stateless Predict callers | {a:,.0f} |\n| server-held sequences (stream), one step a chunk | {b:,.0f} |")
-    print(f"| ratio (stateful / stateless) | {b / a:.2f}x |")
+    print("\n| in process, one token, batch 1 | p50 ms | vs model.onnx |\n| --- | --- | --- |")
+    base = med("onnx", 50, local)
+    for kind, label in (("onnx", "model.onnx run (no state)"), ("stateful", "one-step chunk on stateful.onnx"),
+                        ("torch", "one-step chunk on the torch module")):
+        print(f"| {label} | {med(kind, 50, local):.3f} | {med(kind, 50, local) / base:.2f}x |")
+    a = statistics.median(tput["predict"])
+    print(f"\n| {args.sequences} concurrent callers, one token a call | calls/s | vs A |\n| --- | --- | --- |")
+    print(f"| stateless batch-1 Predict (A) | {a:,.0f} | 1.00x |")
+    for mode, label in (("unary", "server-held sequences, unary Predict chunks"),
+                        ("stream", "server-held sequences, one StreamSequence each")):
+        b = statistics.median(tput[mode])
+        print(f"| {label} | {b:,.0f} | {b / a:.2f}x |")
 
 
 if __name__ == "__main__":
