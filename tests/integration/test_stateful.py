@@ -7,6 +7,7 @@ tritonclient in its own process. Time is judged by the server's own counters, ne
 from __future__ import annotations
 
 import asyncio
+import itertools
 import string
 import threading
 import time
@@ -71,7 +72,7 @@ def _series(rng: np.random.Generator, n: int) -> np.ndarray:
 
 def _chunks(rng: np.random.Generator, n: int) -> list[tuple[int, int]]:
     cuts = sorted({0, n, *rng.integers(1, n, size=int(rng.integers(1, 6))).tolist()})
-    return list(zip(cuts[:-1], cuts[1:], strict=True))
+    return list(itertools.pairwise(cuts))
 
 
 def _sample(server: ServerThread, name: str, **labels: str) -> float:
