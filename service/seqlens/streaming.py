@@ -9,7 +9,9 @@ Design and guarantees: docs/stateful.md.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
+from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +22,7 @@ from .batching import BatchObserver, BatchPolicy, DynamicBatcher
 from .carry import CarriedState, Chunk, ChunkResult, check_state, require_streamable, run_chunks, zero_state
 from .config import Settings
 from .errors import FailedPrecondition, InvalidInput, ModelNotFound, ModelUnavailable, shutting_down
+from .explain import ExplainRequest, ExplainResult
 from .inputs import EncodedSequence, SequenceInput, encode, max_length_for
 from .metrics import Metrics
 from .registry import ModelRegistry
@@ -223,6 +226,42 @@ class StreamingPlane:
             self._publish(name)
         self.metrics.chunk_duration.labels(name, "server").observe(time.perf_counter() - start)
         return outcome
+
+    async def explain_chunk(self, request: ExplainRequest, ref: SequenceRef,
+                            run: Callable[[ExplainRequest], Awaitable[ExplainResult]]) -> tuple[ExplainResult, bool]:
+        """Explain the next chunk of a server-held sequence from its state (held fixed), and
+        advance the sequence by the chunk. Returns the result and whether the sequence ended."""
+        self._check_serving()
+        if request.initial_state is not None:
+            raise InvalidInput("initial_state and sequence are exclusive: a server-held sequence has its own state")
+        name = request.model_name
+        if ref.start:
+            loaded = self.registry.get(name, request.model_version)
+            require_streamable(loaded)
+            self._encode(loaded, request.input, "input")  # a bad first chunk starts nothing
+            seq = self.table.start(name, ref.seq_id, zero_state(loaded))
+            self._publish(name)
+            self._schedule_sweep()
+        else:
+            seq = self.table.get(name, ref.seq_id)
+            loaded = self._version_of(seq, request.model_version)
+        seq.users += 1
+        try:
+            async with seq.lock:
+                if seq.gone is not None:
+                    raise FailedPrecondition(self.table.why_gone(name, ref.seq_id) or (
+                        f"sequence {describe(ref.seq_id)} of model {name!r} was restarted while this call waited"))
+                result = await run(dataclasses.replace(request, model_version=loaded.version,
+                                                       initial_state=seq.state, return_state=True))
+                assert result.final_state is not None
+                self.table.update(seq, result.final_state)
+                if ref.end:
+                    self.table.end(seq)
+        finally:
+            seq.users -= 1
+            seq.last_used = self.table.clock()
+            self._publish(name)
+        return result, ref.end
 
     def _version_of(self, seq: LiveSequence, pinned: str) -> LoadedVersion:
         """The version holding ``seq``; a sequence whose version stopped serving is dropped."""

@@ -29,6 +29,7 @@ from seqlens_client import (
     ResourceExhausted,
     Unavailable,
     stitch,
+    stitch_states,
 )
 
 from tests.conftest import ServerThread
@@ -154,6 +155,40 @@ def test_explain_a_chunk_holds_the_past_fixed(client: Client) -> None:
     occl_whole = client.explain("words", ids, Method("occlusion", window=1), baseline=ids[:4] + [0] * 6)
     np.testing.assert_allclose(occl.attributions["occlusion"].scores,
                                occl_whole.attributions["occlusion"].scores[4:], atol=1e-5)
+
+
+def test_explanations_of_a_sequence_stitch_into_the_whole(client: Client) -> None:
+    """Client-held and server-held chunk explanations: their state summaries, joined by step offset,
+    are the whole sequence's; IG scores per chunk hold the earlier chunks fixed."""
+    ids = [3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13]
+    opts = {"state": ["state_norm", "delta_norm", "gate_mean", "top_units"], "methods": "saliency"}
+    whole = client.explain("tagger", ids, **opts)  # type: ignore[arg-type]
+    bounds = [(0, 3), (3, 4), (4, 11)]
+    state = None
+    held = []
+    for a, b in bounds:
+        exp = client.explain("tagger", ids[a:b], initial_state=state, return_state=True, **opts)  # type: ignore[arg-type]
+        state = exp.final_state
+        held.append(exp)
+    with client.sequence("tagger") as seq:
+        served = [seq.explain(ids[a:b], **opts) for a, b in bounds]  # type: ignore[arg-type]
+        assert (seq.offset, seq.steps) == (4, 11)
+        tail = seq.feed([5])  # the sequence advanced by the explained chunks
+    assert [e.step_offset for e in served] == [0, 3, 4] and served[-1].final_state is None
+    one_more = client.predict("tagger", [[*ids, 5]])[0].scores[-1]
+    np.testing.assert_allclose(tail.scores[-1], one_more, atol=1e-5)
+    assert whole.state is not None
+    for parts in (held, served):
+        joined = stitch_states(parts)
+        for k, layer in enumerate(whole.state.layers):
+            for name in ("state_norm", "delta_norm", "gate_mean", "top_units"):
+                np.testing.assert_allclose(getattr(joined.layers[k], name), getattr(layer, name), atol=1e-5,
+                                           err_msg=name)
+        np.testing.assert_allclose(np.concatenate([p.prediction.scores for p in parts]), whole.prediction.scores,
+                                   atol=1e-5)
+        # saliency of the last step's output: the chunk that holds it sees the same gradients there
+        np.testing.assert_allclose(parts[-1].attributions["saliency"].scores,
+                                   whole.attributions["saliency"].scores[4:], atol=1e-5)
 
 
 # --- refusals -----------------------------------------------------------------------------

@@ -43,7 +43,7 @@ from .results import (
                      Token,
                      VersionStatus,
 )
-from .sequences import AsyncSequenceStream, SequenceStream, stitch
+from .sequences import AsyncSequenceStream, SequenceStream, stitch, stitch_states
 from .state import StateSummary
 
 __version__ = "0.1.0"
@@ -91,4 +91,5 @@ __all__ = [
                      "VersionStatus",
                      "__version__",
                      "stitch",
+                     "stitch_states",
 ]

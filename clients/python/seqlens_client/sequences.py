@@ -28,12 +28,14 @@ from ._proto.seqlens.v1 import explain_pb2, predict_pb2, recurrent_pb2, sequence
 from .carry import RecurrentState
 from .errors import InvalidArgument, SeqlensError, error_from_code, error_from_rpc
 from .inputs import SequenceLike, to_sequence_input
-from .results import Prediction
+from .options import BaselineLike, MethodsLike, StateLike, TargetLike
+from .results import Explanation, Prediction
+from .state import LayerStateSummary, StateSummary
 
 if TYPE_CHECKING:
     from typing import Self
 
-__all__ = ["AsyncSequenceStream", "RecurrentState", "SequenceId", "SequenceStream", "stitch"]
+__all__ = ["AsyncSequenceStream", "RecurrentState", "SequenceId", "SequenceStream", "stitch", "stitch_states"]
 
 #: A server-held sequence id: a non-empty string or a non-zero uint64 (as Triton's correlation ids).
 SequenceId = str | int
@@ -61,6 +63,35 @@ def _input(chunk: SequenceLike) -> types_pb2.SequenceInput:
 def stitch(predictions: list[Prediction]) -> np.ndarray:
     """Per-step outputs of consecutive chunks (tagging) joined into the whole sequence's ``[T,C]``."""
     return np.concatenate([p.scores for p in predictions], axis=0)
+
+
+# Per-step state summaries and their time axis; the others describe one chunk and are not joined.
+_PER_STEP = {"hidden": 0, "cell_state": 0, "state_norm": 0, "delta_norm": 0, "top_units": 0,
+             "prefix_prediction": 0, "active_count": 0, "projection": 0, "gate_mean": 1, "gates": 1}
+
+
+def stitch_states(explanations: list[Explanation]) -> StateSummary:
+    """The per-step state summaries of consecutive chunk explanations (``explain(initial_state=...)``)
+    joined in step order into the whole sequence's. Chunks must follow each other without gaps
+    (``step_offset`` of each = the previous one's end). Per-chunk aggregates (saturation,
+    timescale, unit contribution) are left out: recompute them from the joined gates."""
+    parts = sorted(explanations, key=lambda e: e.step_offset)
+    if not parts or any(e.state is None for e in parts):
+        raise ValueError("every explanation needs state summaries (explain(..., state=...))")
+    expected = parts[0].step_offset
+    for e in parts:
+        if e.step_offset != expected:
+            raise ValueError(f"chunks are not consecutive: one starts at step {e.step_offset}, expected {expected}")
+        expected += e.length
+    layers = []
+    for k, first in enumerate(parts[0].state or []):
+        joined = LayerStateSummary(first.layer, first.direction, first.cell, list(first.gate_names))
+        for name, axis in _PER_STEP.items():
+            arrays = [getattr((e.state or StateSummary([])).layers[k], name) for e in parts]
+            if all(a is not None for a in arrays):
+                setattr(joined, name, np.concatenate(arrays, axis=axis))
+        layers.append(joined)
+    return StateSummary(layers)
 
 
 class _SequenceBase:
@@ -92,6 +123,21 @@ class _SequenceBase:
         return predict_pb2.PredictRequest(model_name=req.model_name, model_version=req.model_version,
                                           inputs=[req.input] if chunk is not None else [], sequence=req.sequence)
 
+    def _explain_request(self, chunk: SequenceLike, end: bool, methods: MethodsLike, target: TargetLike,
+                         baseline: BaselineLike, state: StateLike, faithfulness: bool) -> explain_pb2.ExplainRequest:
+        from .calls import ExplainSpec  # calls imports this module
+
+        spec = ExplainSpec.build(self.model, methods, target, baseline, state, faithfulness, self.version)
+        req = spec.request(chunk)
+        req.sequence.CopyFrom(self._chunk_request(None, end).sequence)
+        return req
+
+    def _explained(self, resp: explain_pb2.ExplainResponse, req: explain_pb2.ExplainRequest) -> Explanation:
+        from .calls import finish_explanation
+
+        self._status(resp.model_version, resp.sequence)
+        return finish_explanation(resp, req.input, None)
+
     def _status(self, model_version: str, status: recurrent_pb2.SequenceStatus) -> None:
         self.started = True
         self.model_version = model_version
@@ -121,6 +167,19 @@ class SequenceStream(_SequenceBase):
         pred = self._send(chunk, end)
         assert pred is not None
         return pred
+
+    def explain(self, chunk: SequenceLike, methods: MethodsLike = None, *, target: TargetLike = None,
+                baseline: BaselineLike = None, state: StateLike = None, faithfulness: bool = False,
+                end: bool = False) -> Explanation:
+        """Explain the next chunk from the sequence's state (held fixed: the past is context) and
+        advance the sequence by it; options as :meth:`Client.explain`. A unary call: on several
+        replicas it needs the replica that holds the sequence (session affinity)."""
+        req = self._explain_request(chunk, end, methods, target, baseline, state, faithfulness)
+        try:
+            resp = self._stub.Explain(req, timeout=self._timeout, metadata=self._metadata)
+        except grpc.RpcError as e:
+            raise error_from_rpc(e) from None
+        return self._explained(resp, req)
 
     def end(self, chunk: SequenceLike | None = None) -> Prediction | None:
         """End the sequence, optionally with a last chunk (its prediction is returned)."""
@@ -185,6 +244,17 @@ class AsyncSequenceStream(_SequenceBase):
         pred = await self._send(chunk, end)
         assert pred is not None
         return pred
+
+    async def explain(self, chunk: SequenceLike, methods: MethodsLike = None, *, target: TargetLike = None,
+                      baseline: BaselineLike = None, state: StateLike = None, faithfulness: bool = False,
+                      end: bool = False) -> Explanation:
+        """See :meth:`SequenceStream.explain`."""
+        req = self._explain_request(chunk, end, methods, target, baseline, state, faithfulness)
+        try:
+            resp = await self._stub.Explain(req, timeout=self._timeout, metadata=self._metadata)
+        except grpc.RpcError as e:
+            raise error_from_rpc(e) from None
+        return self._explained(resp, req)
 
     async def end(self, chunk: SequenceLike | None = None) -> Prediction | None:
         if self.ended or (not self.started and chunk is None):

@@ -398,3 +398,12 @@ def oip_sequence(req: oip.ModelInferRequest) -> SequenceRef | None:
             raise InvalidInput(f"parameter {name} must be a bool")
         flags[name] = bool(flag is not None and flag.bool_param)
     return SequenceRef(seq_id, start=flags["sequence_start"], end=flags["sequence_end"])
+
+
+def sequence_explain_response(msg: explain_pb2.ExplainResponse, r: ExplainResult, ended: bool
+                              ) -> explain_pb2.ExplainResponse:
+    """A server-held sequence keeps its state: the response says where the sequence stands."""
+    msg.ClearField("final_state")
+    steps = r.final_state.steps if r.final_state is not None else r.step_offset
+    msg.sequence.CopyFrom(recurrent_pb2.SequenceStatus(offset=r.step_offset, steps=steps, ended=ended))
+    return msg

@@ -101,7 +101,13 @@ class SequenceExplainerServicer(service_pb2_grpc.SequenceExplainerServicer):
 
     # --- explanations ----------------------------------------------------------------
     async def Explain(self, request: explain_pb2.ExplainRequest, context: Any) -> explain_pb2.ExplainResponse:
-        result = await self._dp.explain(converters.explain_request(request), _deadline(context))
+        deadline = _deadline(context)
+        if request.HasField("sequence"):  # the next chunk of a server-held sequence
+            ref = converters.sequence_ref(request.sequence, "sequence")
+            result, ended = await self._dp.streaming.explain_chunk(
+                converters.explain_request(request), ref, lambda r: self._dp.explain(r, deadline))
+            return converters.sequence_explain_response(self._encode(result), result, ended)
+        result = await self._dp.explain(converters.explain_request(request), deadline)
         return self._encode(result)
 
     async def StreamExplain(self, request_iterator: AsyncIterator[explain_pb2.ExplainRequest], context: Any
