@@ -125,7 +125,14 @@ class StreamingPlane:
     def _sweep(self) -> None:
         self._sweeper = None
         self.table.sweep()
-        self.table.drop_unserved(self._served, self._serving)
+        served: dict[tuple[str, str], bool] = {}  # one registry look-up per (model, version) per sweep
+
+        def is_served(model: str, version: str) -> bool:
+            if (model, version) not in served:
+                served[model, version] = self._served(model, version)
+            return served[model, version]
+
+        self.table.drop_unserved(is_served, self._serving)
         self._schedule_sweep()
 
     def _served(self, model: str, version: str) -> bool:

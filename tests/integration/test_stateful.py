@@ -333,6 +333,7 @@ def test_hundreds_of_concurrent_sequences_lose_none(server: ServerThread) -> Non
     wholes, chunked = asyncio.run(main())
     for w, c in zip(wholes, chunked, strict=True):
         np.testing.assert_allclose(c, w, atol=1e-5, rtol=0)
+    assert _sample(server, "seqlens_chunk_duration_seconds_count", model="tagger", mode="server") >= 3 * n
     assert _sample(server, "seqlens_live_sequences", model="tagger") == 0
     assert _sample(server, "seqlens_sequence_state_bytes") == 0
     assert server.server.dataplane.streaming.table.state_bytes == 0
