@@ -36,6 +36,7 @@ from tests.conftest import ServerThread
 from tests.factories import FEATURES, VOCAB, export_tiny, oip_calls, tiny_config
 
 CHARS = ["<pad>", "<unk>", *string.ascii_lowercase, " ", ".", ",", "!"]
+CELLS = ["rnn_tanh", "rnn_relu", "lstm", "gru"]
 
 
 def _export_chars(root: Path, name: str, max_length: int) -> None:
@@ -52,6 +53,9 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     export_tiny(root, "bi", seed=4, cell="lstm", bidirectional=True)
     _export_chars(root, "chars", 16)
     _export_chars(root, "chars_long", 512)
+    for cell in CELLS:
+        for layers in (1, 2):
+            export_tiny(root, f"{cell}-{layers}", seed=layers, cell=cell, layers=layers, task="tagging")
     return root
 
 
@@ -109,6 +113,28 @@ def test_chunks_equal_the_whole_sequence(client: Client, mode: str) -> None:
                 parts = [seq.feed(ids[a:b]) for a, b in _chunks(rng, 25)]
         np.testing.assert_allclose(last, whole_x, atol=1e-5, rtol=0)
         np.testing.assert_allclose(stitch(parts), whole_ids, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("layers", [1, 2])
+def test_every_cell_type_in_both_modes(client: Client, cell: str, layers: int) -> None:
+    """Per-step outputs of random chunks, client-held and server-held, equal the whole sequence's."""
+    model = f"{cell}-{layers}"
+    rng = np.random.default_rng(layers * 10 + CELLS.index(cell))
+    ids = rng.integers(0, len(VOCAB), size=20).tolist()
+    whole = client.predict(model, [ids], return_state=True)
+    state, held = None, []
+    for a, b in _chunks(rng, 20):
+        r = client.predict(model, [ids[a:b]], state=state, return_state=True)
+        state, held = r.state, [*held, r[0]]
+    with client.sequence(model) as seq:
+        served = [seq.feed(ids[a:b]) for a, b in _chunks(rng, 20)]
+    plain = client.predict(model, [ids])[0].scores  # model.onnx: no state involved
+    for parts in (held, served):
+        np.testing.assert_allclose(stitch(parts), plain, atol=1e-5, rtol=0)
+    assert state is not None and whole.state is not None
+    for name, value in whole.state.tensors.items():
+        np.testing.assert_allclose(state.tensors[name], value, atol=1e-5, rtol=0)
 
 
 def test_long_text_through_the_char_path_equals_one_pass(client: Client) -> None:
