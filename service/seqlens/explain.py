@@ -40,7 +40,7 @@ from .results import Prediction, make_prediction
 from .tokenizers import TokenSpan
 from .versions import LoadedVersion
 
-STAGES = ("queue", "tokenize", "onnx", "forward", "gradient", "summary", "faithfulness")  # forward: torch, from a carried state
+STAGES = ("queue", "tokenize", "onnx", "forward", "gradient", "summary", "faithfulness")  # forward: from a carried state
 
 
 @dataclass(frozen=True)
@@ -152,7 +152,7 @@ def explain(loaded: LoadedVersion, request: ExplainRequest, settings: Settings,
         require_streamable(loaded)
         initial = (check_state(loaded, request.initial_state, "initial_state") if request.initial_state is not None
                    else zero_state(loaded))
-        with stages("forward"):  # the exported graph takes no initial state: torch
+        with stages("forward"):  # model.onnx takes no initial state: stateful.onnx or torch
             chunk = run_chunks(loaded, [Chunk(enc.values, initial)])[0]
             raw, final = chunk.output, chunk.state
     else:
