@@ -234,6 +234,17 @@ class StreamingPlane:
         self.metrics.chunk_duration.labels(name, "server").observe(time.perf_counter() - start)
         return outcome
 
+    async def unary_chunk(self, name: str, version: str, ref: SequenceRef, inputs: list[SequenceInput], *,
+                          with_state: bool) -> ChunkOutcome:
+        """``Predict`` with ``sequence``: one chunk (or none, to only end the sequence)."""
+        if with_state:
+            raise InvalidInput("a server-held sequence keeps its state on the server: leave states and "
+                               "return_state unset")
+        if len(inputs) > 1 or (not inputs and not (ref.end and not ref.start)):
+            raise InvalidInput(f"a sequence call carries one chunk (or none, to only end it): inputs has "
+                               f"{len(inputs)} sequences")
+        return await self.chunk(name, version, ref, inputs[0] if inputs else None, "inputs[0]")
+
     async def explain_chunk(self, request: ExplainRequest, ref: SequenceRef,
                             run: Callable[[ExplainRequest], Awaitable[ExplainResult]]) -> tuple[ExplainResult, bool]:
         """Explain the next chunk of a server-held sequence from its state (held fixed), and

@@ -51,15 +51,9 @@ class SequenceExplainerServicer(service_pb2_grpc.SequenceExplainerServicer):
         inputs = [converters.sequence_input(s, f"inputs[{i}]") for i, s in enumerate(request.inputs)]
         streaming = self._dp.streaming
         if request.HasField("sequence"):
-            if request.states or request.return_state:
-                raise InvalidInput("a server-held sequence keeps its state on the server: leave states and "
-                                   "return_state unset")
             ref = converters.sequence_ref(request.sequence, "sequence")
-            if len(inputs) > 1 or (not inputs and not (ref.end and not ref.start)):
-                raise InvalidInput(f"a sequence call carries one chunk (or none, to only end it): inputs has "
-                                   f"{len(inputs)} sequences")
-            outcome = await streaming.chunk(request.model_name, request.model_version, ref,
-                                            inputs[0] if inputs else None, "inputs[0]")
+            outcome = await streaming.unary_chunk(request.model_name, request.model_version, ref, inputs,
+                                                  with_state=bool(request.states) or request.return_state)
             return converters.chunk_predict_response(outcome)
         states = converters.predict_states(request)
         result = await streaming.predict(request.model_name, request.model_version, inputs, states)
