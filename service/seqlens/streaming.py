@@ -31,6 +31,7 @@ from .sequences import LiveSequence, SequenceId, SequenceTable, describe
 from .versions import LoadedVersion
 
 _CHUNK_BATCHER = "seqlens.chunk_batcher"  # key in LoadedVersion.extras
+MAX_ID_CHARS = 256  # ids are table keys and live in tombstones: bounded
 
 
 class ChunkBatcher(DynamicBatcher):
@@ -192,8 +193,7 @@ class StreamingPlane:
                     where: str = "input") -> ChunkOutcome:
         """Run one chunk of a server-held sequence (or only end it when ``item`` is None)."""
         self._check_serving()
-        if ref.seq_id in (0, ""):
-            raise InvalidInput("sequence id is empty (or 0): give a non-empty string or a non-zero uint64")
+        _check_id(ref.seq_id)
         start = time.perf_counter()
         encoded: EncodedSequence | None
         if ref.start:
@@ -252,6 +252,7 @@ class StreamingPlane:
         self._check_serving()
         if request.initial_state is not None:
             raise InvalidInput("initial_state and sequence are exclusive: a server-held sequence has its own state")
+        _check_id(ref.seq_id)
         name = request.model_name
         if ref.start:
             loaded = self.registry.get(name, request.model_version)
@@ -315,3 +316,10 @@ class StreamingPlane:
             padded[0, :n] = raw
             return out.model_version, padded
         return out.model_version, raw[None].astype(np.float32, copy=False)
+
+
+def _check_id(seq_id: SequenceId) -> None:
+    if seq_id in (0, ""):
+        raise InvalidInput("sequence id is empty (or 0): give a non-empty string or a non-zero uint64")
+    if isinstance(seq_id, str) and len(seq_id) > MAX_ID_CHARS:
+        raise InvalidInput(f"sequence id has {len(seq_id)} characters; at most {MAX_ID_CHARS}")

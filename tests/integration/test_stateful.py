@@ -260,6 +260,12 @@ def _call(client: Client, req):  # type: ignore[no-untyped-def]
 def test_unknown_sequence_is_not_found(client: Client) -> None:
     with pytest.raises(NotFound, match="no live sequence 'ghost'.*server restarted"):
         _call(client, _unary("words", "ghost", start=False))
+    with pytest.raises(InvalidArgument, match="at most 256"):
+        _call(client, _unary("words", "x" * 300, start=True))
+    req = _unary("words", "both", start=True)
+    req.return_state = True
+    with pytest.raises(InvalidArgument, match="leave states and return_state unset"):
+        _call(client, req)
 
 
 def test_idle_timeout_table_full_and_restart(repo: Path, start_server) -> None:  # type: ignore[no-untyped-def]
