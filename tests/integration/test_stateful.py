@@ -371,6 +371,25 @@ def test_hundreds_of_concurrent_sequences_lose_none(server: ServerThread) -> Non
     assert server.server.dataplane.streaming.table.state_bytes == 0
 
 
+def test_async_client_held_state_and_sequence_explain(server: ServerThread) -> None:
+    ids = [3, 4, 5, 6, 7, 8, 9]
+
+    async def main() -> None:
+        async with AsyncClient(server.target, timeout=60) as ac:
+            whole = (await ac.predict("words", [ids]))[0].scores
+            first = await ac.predict("words", [ids[:3]], return_state=True)
+            last = await ac.predict("words", [ids[3:]], state=first.state)
+            np.testing.assert_allclose(last[0].scores, whole, atol=1e-5)
+            assert last.state is not None and last.state.steps == 7
+            async with ac.sequence("words", stream=False) as seq:
+                await seq.feed(ids[:3])
+                exp = await seq.explain(ids[3:], "saliency", end=True)
+            assert exp.step_offset == 3 and seq.ended and seq.steps == 7
+            np.testing.assert_allclose(exp.prediction.scores, whole, atol=1e-5)
+
+    asyncio.run(main())
+
+
 # --- Open Inference Protocol ---------------------------------------------------------------
 def test_tritonclient_sequence_parameters(server: ServerThread) -> None:
     rng = np.random.default_rng(3)
