@@ -21,7 +21,8 @@ def _infer(client: triton.InferenceServerClient, call: dict) -> object:
         t = triton.InferInput(spec["name"], list(arr.shape), spec["datatype"])
         t.set_data_from_numpy(arr)
         inputs.append(t)
-    result = client.infer(call["model"], inputs, model_version=call.get("version", ""))
+    sequence = {k: call[k] for k in ("sequence_id", "sequence_start", "sequence_end") if k in call}
+    result = client.infer(call["model"], inputs, model_version=call.get("version", ""), **sequence)
     return {"outputs": result.as_numpy("outputs").tolist(), "version": result.get_response().model_version}
 
 

@@ -24,6 +24,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
+from typing import Any, cast
 
 import numpy as np
 
@@ -79,10 +80,12 @@ class _Request:
 
     __slots__ = ("enqueued", "future", "outputs", "queued", "remaining", "seqs")
 
-    def __init__(self, seqs: list[np.ndarray], future: asyncio.Future[list[np.ndarray]], now: float) -> None:
+    # Items are sequences [T(,F)] here; subclasses that override ``_compute`` batch other
+    # items through the same queue (stateful chunks: streaming.ChunkBatcher).
+    def __init__(self, seqs: list[Any], future: asyncio.Future[list[Any]], now: float) -> None:
         self.seqs = seqs
         self.future = future
-        self.outputs: list[np.ndarray] = [_NO_OUTPUT] * len(seqs)
+        self.outputs: list[Any] = [_NO_OUTPUT] * len(seqs)
         self.remaining = len(seqs)  # sequences without an output yet
         self.queued = len(seqs)  # sequences still in the queue (not taken by a batch)
         self.enqueued = now
@@ -114,6 +117,10 @@ class DynamicBatcher:
     def running(self) -> int:
         """Batches being computed now."""
         return self._running
+
+    async def run_items(self, items: list[Any]) -> list[Any]:
+        """Queue ``items`` (whatever an overridden ``_compute`` takes) and return its outputs."""
+        return await self.run(cast(list[np.ndarray], items))
 
     async def run(self, seqs: list[np.ndarray]) -> list[np.ndarray]:
         """Outputs for each sequence ([T_i] or [T_i,F] in): [C], [T_i,C] (per-step) or [H]."""
@@ -213,7 +220,7 @@ class DynamicBatcher:
         self._running += 1
         job.add_done_callback(lambda done: self._deliver(batch, done, started))
 
-    def _deliver(self, batch: list[tuple[_Request, int]], done: asyncio.Future[tuple[list[np.ndarray], float]],
+    def _deliver(self, batch: list[tuple[_Request, int]], done: asyncio.Future[tuple[list[Any], float]],
                  started: float) -> None:
         self._running -= 1
         try:
@@ -233,7 +240,7 @@ class DynamicBatcher:
         self._dispatch()
 
     # --- the work (in the executor) -----------------------------------------------------------
-    def _compute(self, seqs: list[np.ndarray]) -> tuple[list[np.ndarray], float]:
+    def _compute(self, seqs: list[Any]) -> tuple[list[Any], float]:
         """Runs in a prediction worker: pad each sub-batch, run it, cut every row to its length."""
         t0 = time.perf_counter()
         outputs: list[np.ndarray] = [_NO_OUTPUT] * len(seqs)

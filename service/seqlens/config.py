@@ -73,6 +73,15 @@ class Settings(BaseSettings):
         4_000_000, ge=1, description="Memory bound: most (rows x T x E) elements per forward+backward chunk.")
     max_state_elements: int = Field(2_000_000, ge=1, description="Largest hidden/cell matrices returned.")
 
+    # --- stateful sequences (docs/stateful.md) --------------------------------------
+    max_live_sequences: int = Field(10_000, ge=1, description="Server-held sequences alive at once, all models; "
+                                                              "more starts get RESOURCE_EXHAUSTED.")
+    sequence_idle_timeout_s: float = Field(
+        300.0, gt=0, description="A server-held sequence without a chunk for this long is evicted (its next chunk "
+                                 "gets FAILED_PRECONDITION).")
+    max_sequence_state_bytes: int = Field(256 * 1024 * 1024, ge=1,
+                                          description="Bytes of state all live sequences may hold together.")
+
     # --- lifecycle -----------------------------------------------------------------
     drain_grace_s: float = Field(20.0, ge=0, description="On SIGTERM: seconds in-flight calls may take to finish.")
     drain_quiet_s: float = Field(

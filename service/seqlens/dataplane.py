@@ -22,6 +22,7 @@ from .inputs import EncodedSequence, SequenceInput, Where, encode, max_length_fo
 from .metrics import Metrics
 from .registry import ModelRegistry, VersionRecord, VersionState
 from .results import ModelDescription, ModelSummary, PredictResult, make_prediction
+from .streaming import StreamingPlane
 from .versions import LoadedVersion
 
 _BATCHER = "seqlens.batcher"  # key of a version's DynamicBatcher in LoadedVersion.extras
@@ -45,6 +46,8 @@ class DataPlane:
             max_queue=settings.batch_max_queue, max_concurrent=settings.predict_workers,
             bucket_overhead_steps=settings.batch_bucket_overhead_steps)
         self.draining = False
+        # Stateful calls (client- and server-held state), on the same prediction pool.
+        self.streaming = StreamingPlane(registry, settings, metrics, self.predict_pool, self.batch_policy)
 
     # --- lifecycle -------------------------------------------------------------------
     def on_version_change(self, rec: VersionRecord) -> None:

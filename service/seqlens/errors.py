@@ -38,6 +38,15 @@ class Unauthenticated(SeqlensError):
     """Missing or wrong bearer token."""
 
 
+class FailedPrecondition(SeqlensError):
+    """The request is well formed but the server's state refuses it (an ended or evicted
+    sequence, a state from another model version, a model that cannot stream)."""
+
+
+class SequenceNotFound(SeqlensError):
+    """No live sequence has this id (never started, forgotten, or the server restarted)."""
+
+
 class ModelConfigError(SeqlensError):
     """A model version on disk is invalid (config, weights, graph); the version is not served."""
 

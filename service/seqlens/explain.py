@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import summaries
+from .carry import CarriedState, Chunk, check_state, require_streamable, run_chunks, stack_states, zero_state
 from .config import Settings
 from .errors import ResourceExhausted, shutting_down
 from .explainers import DEFAULT_METHOD, plan_method
@@ -39,7 +40,7 @@ from .results import Prediction, make_prediction
 from .tokenizers import TokenSpan
 from .versions import LoadedVersion
 
-STAGES = ("queue", "tokenize", "onnx", "gradient", "summary", "faithfulness")
+STAGES = ("queue", "tokenize", "onnx", "forward", "gradient", "summary", "faithfulness")  # forward: from a carried state
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,8 @@ class ExplainRequest:
     state: summaries.StateOptions | None = None
     faithfulness: bool = False
     request_id: str = ""
+    initial_state: CarriedState | None = None  # a chunk of a longer sequence (docs/stateful.md)
+    return_state: bool = False
 
 
 @dataclass
@@ -67,6 +70,8 @@ class ExplainResult:
     attributions: list[Attribution]
     state: list[summaries.LayerStateResult] = field(default_factory=list)
     timings: list[tuple[str, float]] = field(default_factory=list)  # (stage, seconds), in order
+    final_state: CarriedState | None = None
+    step_offset: int = 0  # absolute step of the input's first timestep
 
 
 class _Stages:
@@ -140,11 +145,24 @@ def explain(loaded: LoadedVersion, request: ExplainRequest, settings: Settings,
         plans = plan_methods(request, ctx, settings)
         if request.state is not None and request.state.enabled:
             summaries.resolve_summaries(config, request.state)  # bad names fail before any work
-    with stages("onnx"):
-        # raw outputs of the sequence: [C], [T,C] or [H]
-        raw = loaded.onnx.run(enc.values[None], np.array([enc.length], dtype=np.int64))[0]
-        prediction = make_prediction(config, raw, enc.tokens)
-        prediction.length = enc.length
+    stateful = request.initial_state is not None or request.return_state
+    initial: CarriedState | None = None
+    final: CarriedState | None = None
+    if stateful:
+        require_streamable(loaded)
+        initial = (check_state(loaded, request.initial_state, "initial_state") if request.initial_state is not None
+                   else zero_state(loaded))
+        with stages("forward"):  # model.onnx takes no initial state: stateful.onnx or torch
+            chunk = run_chunks(loaded, [Chunk(enc.values, initial)])[0]
+            raw, final = chunk.output, chunk.state
+    else:
+        with stages("onnx"):
+            # raw outputs of the sequence: [C], [T,C] or [H]
+            raw = loaded.onnx.run(enc.values[None], np.array([enc.length], dtype=np.int64))[0]
+    prediction = make_prediction(config, raw, enc.tokens)
+    prediction.length = enc.length
+    carried = stack_states(loaded, [initial]) if initial is not None and (
+        initial.steps > 0 or any(np.any(a) for a in initial.tensors.values())) else None
     target = resolve_target(config, request.target, raw, enc.length)
     state: list[summaries.LayerStateResult] = []
     if request.state is not None and request.state.enabled:
@@ -154,9 +172,10 @@ def explain(loaded: LoadedVersion, request: ExplainRequest, settings: Settings,
                 loaded, enc.values, request.state,
                 target.class_index if target.is_class else target.horizon_step,
                 timestep=target.timestep if target.timestep >= 0 else None,
-                max_state_elements=settings.max_state_elements)
+                max_state_elements=settings.max_state_elements,
+                initial=[tuple(t.numpy() for t in layer) for layer in carried] if carried is not None else None)
     problem = Problem(loaded, enc.values, target, baseline, chunk_elements=settings.gradient_chunk_elements,
-                      control=control)
+                      control=control, initial=carried)
     attributions = []
     for plan in plans:  # stage "gradient" is torch work, "onnx" ONNX Runtime work
         with stages("gradient" if plan.runtime == "torch" else "onnx"):
@@ -167,7 +186,8 @@ def explain(loaded: LoadedVersion, request: ExplainRequest, settings: Settings,
             for att, quality in zip(attributions, qualities, strict=True):
                 att.faithfulness = quality
     return ExplainResult(request.request_id, loaded.name, loaded.version, prediction, enc.tokens, target,
-                         attributions, state, stages.ordered())
+                         attributions, state, stages.ordered(), final_state=final,
+                         step_offset=initial.steps if initial is not None else 0)
 
 
 class _Job:

@@ -20,6 +20,7 @@ from safetensors.torch import save_file
 from .errors import ModelConfigError
 from .families import SequenceModel
 from .runtimes.onnx import INPUT_NAMES, MIN_OPSET, OUTPUT_NAME
+from .runtimes.onnx_state import STATE_ONNX_FILE, export_stateful_bytes
 from .runtimes.torch import WEIGHTS_FILE, save_weights
 from .schema import TokenInput, dump_config
 from .tokenizers import write_vocabulary
@@ -118,6 +119,9 @@ def export_model(module: SequenceModel, directory: str | Path, *, vocabulary: li
         (tmp / CONFIG_FILE).write_text(dump_config(config), encoding="utf-8")
         save_weights(module, tmp / WEIGHTS_FILE)
         (tmp / ONNX_FILE).write_bytes(export_onnx_bytes(module))
+        stateful = export_stateful_bytes(module)  # chunks of sequences on ONNX Runtime (docs/stateful.md)
+        if stateful is not None:
+            (tmp / STATE_ONNX_FILE).write_bytes(stateful)
         if reference is not None:
             ref_x, ref_len = reference
             save_file({"inputs": torch.from_numpy(np.ascontiguousarray(ref_x)),

@@ -17,10 +17,13 @@ from typing import cast
 
 import torch
 from torch import Tensor, nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from .schema import ModelConfig, TokenInput
 
 RNNModule = nn.LSTM | nn.GRU | nn.RNN
+# A unidirectional stack's state: per layer, (h [B,H],) or (h, c) for LSTMs (docs/stateful.md).
+LayerStates = list[tuple[Tensor, ...]]
 
 
 def reverse_within_length(x: Tensor, lengths: Tensor) -> Tensor:
@@ -122,6 +125,9 @@ class SequenceModel(nn.Module):
 
     def forward_from_embedding(self, emb: Tensor, lengths: Tensor) -> Tensor:
         top = self.run_layers(emb, lengths)[-1]
+        return self._outputs(top, lengths)
+
+    def _outputs(self, top: list[Tensor], lengths: Tensor) -> Tensor:
         out = self.apply_head(self.final_features(top, lengths))
         if self.config.architecture.head == "per_step":
             # Zero the padding so that outputs never depend on it (and `lengths` stays
@@ -129,6 +135,46 @@ class SequenceModel(nn.Module):
             t = torch.arange(out.shape[1], device=out.device).unsqueeze(0)
             out = out * (t < lengths.to(t.dtype).unsqueeze(1)).unsqueeze(2).to(out.dtype)
         return out
+
+    # --- carried state (unidirectional stacks; docs/stateful.md) ----------------------------
+    def zero_states(self, batch: int) -> LayerStates:
+        arch = self.config.architecture
+        n = 2 if arch.cell == "lstm" else 1
+        return [tuple(torch.zeros(batch, arch.hidden_size) for _ in range(n)) for _ in range(arch.num_layers)]
+
+    def run_layers_from(self, x: Tensor, lengths: Tensor, initial: LayerStates, *, uniform: bool | None = None
+                        ) -> tuple[Tensor, LayerStates]:
+        """A unidirectional stack from ``initial``: x [B,T,E] -> (top outputs [B,T,H], the state
+        after each sequence's own last step). Mixed lengths run packed, so that each state
+        stops at its length; ``uniform=True`` promises equal lengths (the ONNX export)."""
+        if self.config.architecture.bidirectional:
+            raise ValueError("a bidirectional stack has no state to carry")
+        if uniform is None:
+            uniform = bool((lengths == x.shape[1]).all())
+        finals: LayerStates = []
+        for directions, state in zip(self.rnn, initial, strict=True):
+            rnn = cast(RNNModule, cast(nn.ModuleList, directions)[0])
+            hx = tuple(s.unsqueeze(0).contiguous() for s in state)  # [1,B,H]
+            h0: tuple[Tensor, Tensor] | Tensor = (hx[0], hx[1]) if isinstance(rnn, nn.LSTM) else hx[0]
+            if uniform:
+                y, hn = rnn(x, h0)
+            else:
+                packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
+                yp, hn = rnn(packed, h0)
+                y, _ = pad_packed_sequence(yp, batch_first=True, total_length=x.shape[1])
+            finals.append(tuple(t.squeeze(0) for t in (hn if isinstance(hn, tuple) else (hn,))))
+            x = y
+        return x, finals
+
+    def forward_from_embedding_with_state(self, emb: Tensor, lengths: Tensor, initial: LayerStates, *,
+                                          uniform: bool | None = None) -> tuple[Tensor, LayerStates]:
+        """Like ``forward_from_embedding``, continuing from ``initial``; also the final states."""
+        top, finals = self.run_layers_from(emb, lengths, initial, uniform=uniform)
+        return self._outputs([top], lengths), finals
+
+    def forward_with_state(self, inputs: Tensor, lengths: Tensor, initial: LayerStates, *,
+                           uniform: bool | None = None) -> tuple[Tensor, LayerStates]:
+        return self.forward_from_embedding_with_state(self.embed(inputs), lengths, initial, uniform=uniform)
 
     def forward(self, inputs: Tensor, lengths: Tensor) -> Tensor:
         """-> logits [B,C], per-step logits [B,T,C] or values [B,H]."""

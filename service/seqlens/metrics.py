@@ -58,6 +58,16 @@ class Metrics:
         self.model_load_seconds = Gauge(
             "seqlens_model_load_seconds", "Seconds the latest load + parity check of the model took", ["model"],
             registry=r)
+        # Stateful sequences (docs/stateful.md).
+        self.live_sequences = Gauge("seqlens_live_sequences", "Server-held sequences alive", ["model"], registry=r)
+        self.sequence_evictions = Counter(
+            "seqlens_sequence_evictions", "Server-held sequences dropped before their end, by reason "
+            "(idle, version, shutdown)", ["model", "reason"], registry=r)
+        self.sequence_state_bytes = Gauge("seqlens_sequence_state_bytes", "Bytes of state held for live sequences",
+                                          registry=r)
+        self.chunk_duration = Histogram(
+            "seqlens_chunk_duration_seconds", "Time to run one chunk of a sequence (mode: client- or server-held)",
+            ["model", "mode"], buckets=_LATENCY_BUCKETS, registry=r)
 
     def serve(self, host: str, port: int) -> int:
         """Start the /metrics HTTP server (its own thread); returns the bound port."""

@@ -52,6 +52,7 @@ class DirectionTrace:
     hidden: np.ndarray  # [B,T,H] float32, h_t
     cell_state: np.ndarray | None  # [B,T,H] c_t (LSTM only)
     gates: np.ndarray  # [B,G,T,H] in GATE_NAMES order; G = 0 for plain RNNs
+    initial_hidden: np.ndarray | None = None  # [B,H] h before the first step (None: zero)
 
 
 def reverse_within_length(x: np.ndarray, lengths: np.ndarray) -> np.ndarray:
@@ -146,7 +147,12 @@ _HALF = np.array(0.5, dtype=np.float32)  # 0-d: cheaper per ufunc call than a Py
 _ZERO = np.array(0.0, dtype=np.float32)
 
 
-def _run_lstm(x: np.ndarray, w: _Weights, h_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _initial(b: int, h_size: int, given: np.ndarray | None) -> np.ndarray:
+    return np.zeros((b, h_size), dtype=np.float32) if given is None else np.ascontiguousarray(given, np.float32)
+
+
+def _run_lstm(x: np.ndarray, w: _Weights, h_size: int, h0: np.ndarray | None = None,
+              c0: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """x [B,T,E] -> (gates [T,B,4H] in computed order i,f,o,g; h, c [T,B,H]).
 
     Step t works in ``buf[t]`` = [i f o g | c_{t-1}] and writes c_t into ``buf[t+1]``: with c_{t-1}
@@ -156,9 +162,9 @@ def _run_lstm(x: np.ndarray, w: _Weights, h_size: int) -> tuple[np.ndarray, np.n
     h1, h2, h3, h4 = h_size, 2 * h_size, 3 * h_size, 4 * h_size
     buf = np.empty((steps + 1, b, 5 * h_size), dtype=np.float32)
     _input_projection(x, w, buf[:steps, :, :h4])
-    buf[0, :, h4:] = 0.0  # c_0
+    buf[0, :, h4:] = 0.0 if c0 is None else c0  # c_0
     hs = np.empty((steps, b, h_size), dtype=np.float32)
-    h_prev = np.zeros((b, h_size), dtype=np.float32)
+    h_prev = _initial(b, h_size, h0)
     rec = np.empty((b, h4), dtype=np.float32)
     prod = np.empty((b, h2), dtype=np.float32)
     prod_ig, prod_fc = prod[:, :h1], prod[:, h1:]
@@ -181,14 +187,15 @@ def _run_lstm(x: np.ndarray, w: _Weights, h_size: int) -> tuple[np.ndarray, np.n
     return buf[:steps, :, :h4], hs, buf[1:, :, h4:]
 
 
-def _run_gru(x: np.ndarray, w: _Weights, h_size: int) -> tuple[np.ndarray, np.ndarray]:
+def _run_gru(x: np.ndarray, w: _Weights, h_size: int, h0: np.ndarray | None = None
+             ) -> tuple[np.ndarray, np.ndarray]:
     """x [B,T,E] -> (gates [T,B,3H] r,z,n; h [T,B,H])."""
     b, steps, _ = x.shape
     assert w.b_hn is not None
     a = np.empty((steps, b, 3 * h_size), dtype=np.float32)
     _input_projection(x, w, a)
     hs = np.empty((steps, b, h_size), dtype=np.float32)
-    h_prev = np.zeros((b, h_size), dtype=np.float32)
+    h_prev = _initial(b, h_size, h0)
     rec = np.empty((b, 3 * h_size), dtype=np.float32)
     h1, h2 = h_size, 2 * h_size
     rec_rz, rec_n = rec[:, :h2], rec[:, h2:]
@@ -211,12 +218,12 @@ def _run_gru(x: np.ndarray, w: _Weights, h_size: int) -> tuple[np.ndarray, np.nd
     return a, hs
 
 
-def _run_rnn(x: np.ndarray, w: _Weights, h_size: int, relu: bool) -> np.ndarray:
+def _run_rnn(x: np.ndarray, w: _Weights, h_size: int, relu: bool, h0: np.ndarray | None = None) -> np.ndarray:
     """x [B,T,E] -> h [T,B,H]."""
     b, steps, _ = x.shape
     hs = np.empty((steps, b, h_size), dtype=np.float32)
     _input_projection(x, w, hs)  # each step then adds W_hh h and squashes in place
-    h_prev = np.zeros((b, h_size), dtype=np.float32)
+    h_prev = _initial(b, h_size, h0)
     rec = np.empty_like(h_prev)
     w_hh, dot = w.w_hh_t, np.ndarray.dot
     for h in hs:
@@ -230,8 +237,12 @@ def _run_rnn(x: np.ndarray, w: _Weights, h_size: int, relu: bool) -> np.ndarray:
     return hs
 
 
-def recompute(module: SequenceModel, inputs: np.ndarray, lengths: np.ndarray) -> list[list[DirectionTrace]]:
-    """inputs [B,T] int64 or [B,T,F] float32, lengths [B] -> per layer, per direction, the trace."""
+def recompute(module: SequenceModel, inputs: np.ndarray, lengths: np.ndarray,
+              initial: list[tuple[np.ndarray, ...]] | None = None) -> list[list[DirectionTrace]]:
+    """inputs [B,T] int64 or [B,T,F] float32, lengths [B] -> per layer, per direction, the trace.
+
+    ``initial``: unidirectional stacks only, per layer (h0 [B,H],) or (h0, c0) for LSTMs: the
+    state carried from earlier chunks of the sequence (default zero)."""
     arch = module.config.architecture
     cell, h_size = arch.cell, arch.hidden_size
     lengths = np.asarray(lengths, dtype=np.int64)
@@ -246,12 +257,14 @@ def recompute(module: SequenceModel, inputs: np.ndarray, lengths: np.ndarray) ->
                 batch, steps, _ = xd.shape
                 cs: np.ndarray | None = None
                 a: np.ndarray | None = None  # gates [T,B,G*H] in computed order
+                given = initial[layer] if initial is not None and d == 0 else None
+                h0 = given[0] if given is not None else None
                 if cell == "lstm":
-                    a, hs, cs = _run_lstm(xd, w, h_size)
+                    a, hs, cs = _run_lstm(xd, w, h_size, h0, given[1] if given is not None else None)
                 elif cell == "gru":
-                    a, hs = _run_gru(xd, w, h_size)
+                    a, hs = _run_gru(xd, w, h_size, h0)
                 else:
-                    hs = _run_rnn(xd, w, h_size, relu=cell == "rnn_relu")
+                    hs = _run_rnn(xd, w, h_size, relu=cell == "rnn_relu", h0=h0)
                 # [T,B,G,H] in computed order -> [B,G,T,H] in PyTorch order, one copy
                 g = a.reshape(steps, batch, -1, h_size).transpose(1, 2, 0, 3)[:, w.torch_order] \
                     if a is not None else np.empty((batch, 0, steps, h_size), dtype=np.float32)
@@ -262,7 +275,8 @@ def recompute(module: SequenceModel, inputs: np.ndarray, lengths: np.ndarray) ->
                     c = _reverse_time(c, lengths, axis=1) if c is not None else None
                     g = _reverse_time(g, lengths, axis=2)
                 traces.append(DirectionTrace(layer, d, np.ascontiguousarray(h),
-                                             None if c is None else np.ascontiguousarray(c), np.ascontiguousarray(g)))
+                                             None if c is None else np.ascontiguousarray(c), np.ascontiguousarray(g),
+                                             h0))
             out.append(traces)
             x = np.concatenate([tr.hidden for tr in traces], axis=2) if len(traces) > 1 else traces[0].hidden
     return out

@@ -255,11 +255,11 @@ def _mm(a: np.ndarray, b: np.ndarray) -> np.ndarray:
             @ torch.from_numpy(np.ascontiguousarray(b, dtype=np.float32))).numpy()
 
 
-def _deltas(h: np.ndarray, direction: int) -> np.ndarray:
+def _deltas(h: np.ndarray, direction: int, h0: np.ndarray | None = None) -> np.ndarray:
     """h_t minus the state the step started from, in processing order (zero initial state)."""
     delta = np.empty_like(h)
     if direction == 0:
-        delta[0] = h[0]
+        delta[0] = h[0] if h0 is None else h[0] - h0
         np.subtract(h[1:], h[:-1], out=delta[1:])
     else:
         delta[-1] = h[-1]
@@ -318,7 +318,8 @@ def _summarize(trace: DirectionTrace, names: list[str], options: StateOptions, c
     if "state_norm" in names:
         r.state_norm = np.sqrt(np.einsum("td,td->t", h, h))
     if "delta_norm" in names or "top_units" in names:
-        delta = _deltas(h, trace.direction)
+        h0 = trace.initial_hidden[0] if trace.initial_hidden is not None else None
+        delta = _deltas(h, trace.direction, h0)
         if "delta_norm" in names:
             r.delta_norm = np.sqrt(np.einsum("td,td->t", delta, delta))
         if "top_units" in names:
@@ -341,14 +342,16 @@ def _summarize(trace: DirectionTrace, names: list[str], options: StateOptions, c
 
 def compute_state(loaded: LoadedVersion, values: np.ndarray, options: StateOptions,
                   target_class: int | None = None, *, timestep: int | None = None,
-                  max_state_elements: int = DEFAULT_MAX_STATE_ELEMENTS) -> list[LayerStateResult]:
+                  max_state_elements: int = DEFAULT_MAX_STATE_ELEMENTS,
+                  initial: list[tuple[np.ndarray, ...]] | None = None) -> list[LayerStateResult]:
     """Summaries of every (layer, direction) for one encoded sequence.
 
     values: int64 [T] token ids or float32 [T,F] features (``inputs.encode``).
     target_class: the output index for ``unit_contribution`` (class for classification and
     tagging, horizon step for forecasting/regression); None = the predicted class (argmax),
     or horizon step 0. timestep: tagging only, the step whose output is explained (default T-1).
-    Pass ``Settings.max_state_elements`` as ``max_state_elements``.
+    Pass ``Settings.max_state_elements`` as ``max_state_elements``. ``initial``: the state
+    carried from earlier chunks (``recurrence.recompute``); step indices stay chunk-relative.
     """
     if not options.enabled:
         return []
@@ -367,7 +370,7 @@ def compute_state(loaded: LoadedVersion, values: np.ndarray, options: StateOptio
         raise InvalidInput(f"target timestep {tau} is outside [0, {steps})")
 
     module = loaded.torch_module
-    traces = recompute(module, values[None], np.array([steps], dtype=np.int64))
+    traces = recompute(module, values[None], np.array([steps], dtype=np.int64), initial)
     projection = state_projection(loaded) if "projection" in names else None
     results = [_summarize(tr, names, options, arch.cell, projection) for layer in traces for tr in layer]
 

@@ -10,11 +10,13 @@ served by seqlens, over gRPC. Depends on grpcio, protobuf and numpy only.
 """
 
 from .aio import AsyncClient
+from .carry import RecurrentState
 from .channel import TLS, Keepalive, RetryPolicy
 from .client import Client
 from .errors import (
                      Cancelled,
                      DeadlineExceeded,
+                     FailedPrecondition,
                      Internal,
                      InvalidArgument,
                      NotFound,
@@ -41,6 +43,7 @@ from .results import (
                      Token,
                      VersionStatus,
 )
+from .sequences import AsyncSequenceStream, SequenceStream, stitch, stitch_states
 from .state import StateSummary
 
 __version__ = "0.1.0"
@@ -51,12 +54,14 @@ __all__ = [
                      "TLS",
                      "Architecture",
                      "AsyncClient",
+                     "AsyncSequenceStream",
                      "Attribution",
                      "Baseline",
                      "Cancelled",
                      "Client",
                      "DeadlineExceeded",
                      "Explanation",
+                     "FailedPrecondition",
                      "Faithfulness",
                      "InputSchema",
                      "Internal",
@@ -71,10 +76,12 @@ __all__ = [
                      "PredictResult",
                      "Prediction",
                      "ProgressBar",
+                     "RecurrentState",
                      "ResolvedTarget",
                      "ResourceExhausted",
                      "RetryPolicy",
                      "SeqlensError",
+                     "SequenceStream",
                      "StateOptions",
                      "StateSummary",
                      "Target",
@@ -83,4 +90,6 @@ __all__ = [
                      "Unavailable",
                      "VersionStatus",
                      "__version__",
+                     "stitch",
+                     "stitch_states",
 ]

@@ -33,11 +33,13 @@ from .calls import (
     predict_request,
     stream_outcome,
 )
+from .carry import RecurrentState, StateArg, with_state
 from .client import _ClientBase
 from .errors import SeqlensError, Unavailable, error_from_rpc
 from .inputs import Inputs, SequenceLike
 from .options import BaselineLike, MethodsLike, StateLike, TargetLike
 from .results import Explanation, ModelInfo, ModelSummary, PredictResult
+from .sequences import AsyncSequenceStream, SequenceId
 
 if TYPE_CHECKING:
     from typing import Self
@@ -100,19 +102,27 @@ class AsyncClient(_ClientBase):
         except SeqlensError:
             return None
 
-    async def predict(self, model: str, inputs: Inputs, *, version: str | None = None,
-                      timeout: float | None = None) -> PredictResult:
+    async def predict(self, model: str, inputs: Inputs, *, version: str | None = None, state: StateArg = None,
+                      return_state: bool = False, timeout: float | None = None) -> PredictResult:
         """See :meth:`Client.predict`."""
-        req = predict_request(model, inputs, version)
+        req = predict_request(model, inputs, version, state, return_state)
         return PredictResult.from_proto(await self._unary(self._stub.Predict, req, timeout))
+
+    def sequence(self, model: str, *, version: str | None = None, sequence_id: SequenceId | None = None,
+                 stream: bool = True, timeout: float | None = None) -> AsyncSequenceStream:
+        """See :meth:`Client.sequence`: ``async with client.sequence(model) as seq: await seq.feed(x)``."""
+        deadline = timeout if stream else self._deadline(timeout)
+        return AsyncSequenceStream(self._stub, model, version, sequence_id, self._metadata, deadline, stream)
 
     async def explain(self, model: str, input: SequenceLike, methods: MethodsLike = None, *,
                       target: TargetLike = None, baseline: BaselineLike = None, state: StateLike = None,
                       faithfulness: bool = False, version: str | None = None,
+                      initial_state: RecurrentState | None = None, return_state: bool = False,
                       timeout: float | None = None) -> Explanation:
         """See :meth:`Client.explain`."""
         spec = ExplainSpec.build(model, methods, target, baseline, state, faithfulness, version)
         req = spec.request(input)
+        with_state(req, initial_state, return_state)
         resp = await self._unary(self._stub.Explain, req, timeout)
         return finish_explanation(resp, req.input, await self._cached_info(model))
 

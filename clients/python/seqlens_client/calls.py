@@ -10,6 +10,7 @@ import grpc
 import numpy as np
 
 from ._proto.seqlens.v1 import explain_pb2, predict_pb2, state_pb2, types_pb2
+from .carry import StateArg, predict_states
 from .errors import Internal, InvalidArgument, SeqlensError, error_from_code
 from .inputs import Inputs, SequenceLike, to_sequence_input, to_sequence_inputs
 from .options import (
@@ -42,12 +43,17 @@ ProgressCallback = Callable[[int, "int | None"], None]
 Outcome = tuple[int, "Explanation | SeqlensError"]
 
 
-def predict_request(model: str, inputs: Inputs, version: str | None) -> predict_pb2.PredictRequest:
+def predict_request(model: str, inputs: Inputs, version: str | None, state: StateArg = None,
+                    return_state: bool = False) -> predict_pb2.PredictRequest:
     try:
         seqs = to_sequence_inputs(inputs)
     except ValueError as e:
         raise local_error(e) from e
-    return predict_pb2.PredictRequest(model_name=model, model_version=version or "", inputs=seqs)
+    req = predict_pb2.PredictRequest(model_name=model, model_version=version or "", inputs=seqs)
+    if state is not None or return_state:
+        req.states.extend(predict_states(state, len(seqs)))
+        req.return_state = True
+    return req
 
 
 def local_error(e: ValueError) -> InvalidArgument:

@@ -1,4 +1,4 @@
-"""``seqlens-client models | predict | explain``: the SDK from a shell.
+"""``seqlens-client models | predict | explain | stream``: the SDK from a shell.
 
 Examples::
 
@@ -9,6 +9,8 @@ Examples::
         --window 1 --steps 32 --target positive --html report.html
     seqlens-client explain airline --features airline.csv --columns passengers --horizon-step 11
     seqlens-client explain sentiment --input-file reviews.txt --output explanations.jsonl --concurrency 8
+    seqlens-client stream sunspots series.csv --chunk 16          # a long series in chunks of 16 rows
+    seqlens-client stream sentiment book.txt --chunk 200 --client-state
 
 Connection options (every command): ``--target-address`` (default localhost:50051, or
 ``dns:///host:port`` for round-robin over replicas), ``--token``/``--token-file`` (or env
@@ -37,6 +39,7 @@ from .inputs import SequenceLike
 from .options import METHOD_OPTIONS, BaselineLike, Method, StateOptions, Target
 from .progress import ProgressBar
 from .report.glyphs import label_text
+from .results import Prediction
 
 __all__ = ["main"]
 
@@ -338,6 +341,63 @@ def cmd_predict(args: argparse.Namespace, client: Client, out: TextIO) -> int:
     return 0
 
 
+def text_chunks(text: str, size: int) -> Iterator[str]:
+    """Pieces of at most ``size`` characters, cut after whitespace where there is some, so that
+    word tokenizers see whole words (for character tokenizers any cut is exact)."""
+    start = 0
+    while start < len(text):
+        end = min(len(text), start + size)
+        if end < len(text):
+            cut = max(text.rfind(c, start, end) for c in " \n\t")
+            end = cut + 1 if cut > start else end
+        yield text[start:end]
+        start = end
+
+
+def _describe(p: Prediction) -> str:
+    if p.label:
+        return p.label
+    if p.step_labels:
+        return " ".join(p.step_labels)
+    return " ".join(f"{v:.6g}" for v in p.scores.reshape(-1))
+
+
+def cmd_stream(args: argparse.Namespace, client: Client, out: TextIO) -> int:
+    """Feed one long sequence (a features file, or a text file) in chunks; print each answer."""
+    if args.chunk < 1:
+        raise UsageError("--chunk must be >= 1")
+    path = Path(args.file)
+    chunks: list[SequenceLike]
+    if path.suffix in (".csv", ".npy"):
+        series = read_features(path)
+        chunks = [series[i:i + args.chunk] for i in range(0, len(series), args.chunk)]
+    else:
+        chunks = [c for c in text_chunks(path.read_text(encoding="utf-8"), args.chunk) if c.strip()]
+    if not chunks:
+        raise UsageError(f"{path}: nothing to stream")
+
+    def emit(offset: int, steps: int, version: str, p: Prediction) -> None:
+        if args.json:
+            _write_json({"offset": offset, "steps": steps, "model_version": version, **p.to_dict()}, out)
+        else:
+            out.write(f"[{offset}:{steps}] {_describe(p)}\n")
+
+    if args.client_state:
+        state = None
+        for chunk in chunks:
+            result = client.predict(args.model, chunk, version=args.version, state=state, return_state=True)
+            offset = state.steps if state is not None else 0
+            state = result.state
+            assert state is not None
+            emit(offset, state.steps, result.model_version, result[0])
+        return 0
+    with client.sequence(args.model, version=args.version, sequence_id=args.sequence_id) as seq:
+        for chunk in chunks:
+            pred = seq.feed(chunk)
+            emit(seq.offset, seq.steps, seq.model_version, pred)
+    return 0
+
+
 def _explain_bulk(args: argparse.Namespace, client: Client, out: TextIO) -> int:
     path = Path(args.input_file)
     total = scan_input_file(path)
@@ -489,6 +549,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", help="with --input-file: write JSON lines here instead of stdout")
     p.add_argument("--concurrency", type=int, default=8, help="requests in flight with --input-file (default 8)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    p = sub.add_parser("stream", parents=[conn], help="feed one long sequence in chunks (stateful)")
+    p.add_argument("model", help="model name")
+    p.add_argument("file", help="CSV or .npy [T, F] series, or a text file")
+    p.add_argument("--chunk", type=int, default=64, help="rows (features) or characters (text) per chunk")
+    p.add_argument("--client-state", action="store_true",
+                   help="carry the state in this client (Predict with state) instead of a server-held sequence")
+    p.add_argument("--sequence-id", help="server-held sequence id (default: a random one)")
+    p.add_argument("--version", help="model version (default: the latest ready)")
+    p.add_argument("--json", action="store_true", help="print JSON (one object per chunk)")
     return parser
 
 
@@ -511,7 +581,7 @@ _UNREACHABLE = ("failed to connect", "connection refused", "dns resolution faile
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    commands = {"models": cmd_models, "predict": cmd_predict, "explain": cmd_explain}
+    commands = {"models": cmd_models, "predict": cmd_predict, "explain": cmd_explain, "stream": cmd_stream}
     try:
         with make_client(args) as client:
             return commands[args.command](args, client, sys.stdout)

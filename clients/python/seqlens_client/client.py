@@ -34,11 +34,13 @@ from .calls import (
     predict_request,
     stream_outcome,
 )
+from .carry import RecurrentState, StateArg, with_state
 from .channel import TLS, Keepalive, RetryPolicy, channel_credentials, channel_options, token_metadata
 from .errors import SeqlensError, error_from_rpc
 from .inputs import Inputs, SequenceLike
 from .options import BaselineLike, MethodsLike, StateLike, TargetLike
 from .results import Explanation, ModelInfo, ModelSummary, PredictResult
+from .sequences import SequenceId, SequenceStream
 
 if TYPE_CHECKING:
     from typing import Self
@@ -164,23 +166,40 @@ class Client(_ClientBase):
             return None
 
     # --- predictions ----------------------------------------------------------------
-    def predict(self, model: str, inputs: Inputs, *, version: str | None = None,
-                timeout: float | None = None) -> PredictResult:
+    def predict(self, model: str, inputs: Inputs, *, version: str | None = None, state: StateArg = None,
+                return_state: bool = False, timeout: float | None = None) -> PredictResult:
         """Predict a batch of sequences (or one): texts, token-id sequences or ``[T,F]`` float
         feature arrays (see :mod:`seqlens_client.inputs` for the rules). Returns one
         :class:`Prediction` per input, in order.
+
+        Client-held streaming: ``state`` (a :class:`RecurrentState` from a previous call, or one
+        per input) continues those sequences; with it, or with ``return_state=True``, each
+        prediction carries its final ``.state`` (``result.state`` for a single input).
 
         >>> result = client.predict("sentiment", ["a gorgeous, witty film", "dull"])  # doctest: +SKIP
         >>> [(p.label, round(float(p.probabilities.max()), 2)) for p in result]     # doctest: +SKIP
         [('positive', 0.93), ('negative', 0.81)]
         """
-        req = predict_request(model, inputs, version)
+        req = predict_request(model, inputs, version, state, return_state)
         return PredictResult.from_proto(self._unary(self._stub.Predict, req, timeout))
+
+    def sequence(self, model: str, *, version: str | None = None, sequence_id: SequenceId | None = None,
+                 stream: bool = True, timeout: float | None = None) -> SequenceStream:
+        """A server-held sequence: ``with client.sequence(model) as seq: seq.feed(chunk)``.
+
+        The server carries the state between chunks under ``sequence_id`` (default: a random
+        string). ``stream=True`` sends the chunks over one ``StreamSequence`` stream (one replica
+        for the whole sequence); ``stream=False`` over unary ``Predict`` calls. ``timeout``
+        bounds the stream (default: none) or each unary call. Leaving the block ends it.
+        """
+        deadline = timeout if stream else self._deadline(timeout)
+        return SequenceStream(self._stub, model, version, sequence_id, self._metadata, deadline, stream)
 
     # --- explanations ---------------------------------------------------------------
     def explain(self, model: str, input: SequenceLike, methods: MethodsLike = None, *, target: TargetLike = None,
                 baseline: BaselineLike = None, state: StateLike = None, faithfulness: bool = False,
-                version: str | None = None, timeout: float | None = None) -> Explanation:
+                version: str | None = None, initial_state: RecurrentState | None = None, return_state: bool = False,
+                timeout: float | None = None) -> Explanation:
         """Explain one prediction.
 
         Args:
@@ -194,6 +213,9 @@ class Client(_ClientBase):
                 custom token ids / features of the input's shape.
             state: True for all state summaries, a list of names, or :class:`StateOptions`.
             faithfulness: also compute comprehensiveness/sufficiency curves.
+            initial_state: explain a chunk of a longer sequence: the state a previous call
+                returned, held fixed (the past is context); attributions cover the chunk's steps.
+            return_state: return the final state in ``.final_state`` (implied by ``initial_state``).
 
         >>> exp = client.explain("sentiment", "not bad at all",                    # doctest: +SKIP
         ...                      methods=[Method("integrated_gradients", adaptive=True), "occlusion"],
@@ -203,6 +225,7 @@ class Client(_ClientBase):
         """
         spec = ExplainSpec.build(model, methods, target, baseline, state, faithfulness, version)
         req = spec.request(input)
+        with_state(req, initial_state, return_state)
         resp = self._unary(self._stub.Explain, req, timeout)
         return finish_explanation(resp, req.input, self._cached_info(model))
 

@@ -15,6 +15,7 @@ import grpc
 __all__ = [
     "Cancelled",
     "DeadlineExceeded",
+    "FailedPrecondition",
     "Internal",
     "InvalidArgument",
     "NotFound",
@@ -51,6 +52,11 @@ class NotFound(SeqlensError):
     """No such model or version (``NOT_FOUND``)."""
 
 
+class FailedPrecondition(SeqlensError):
+    """The server's state refuses the call (``FAILED_PRECONDITION``): an ended or evicted
+    sequence, a state from another model version, a model that cannot stream."""
+
+
 class Unavailable(SeqlensError):
     """No server reachable, no READY version, or the server is draining (``UNAVAILABLE``).
 
@@ -85,6 +91,7 @@ _BY_CODE: dict[grpc.StatusCode, type[SeqlensError]] = {
     grpc.StatusCode.INVALID_ARGUMENT: InvalidArgument,
     grpc.StatusCode.OUT_OF_RANGE: InvalidArgument,
     grpc.StatusCode.NOT_FOUND: NotFound,
+    grpc.StatusCode.FAILED_PRECONDITION: FailedPrecondition,
     grpc.StatusCode.UNAVAILABLE: Unavailable,
     grpc.StatusCode.RESOURCE_EXHAUSTED: ResourceExhausted,
     grpc.StatusCode.DEADLINE_EXCEEDED: DeadlineExceeded,

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, overload
 import numpy as np
 
 from ._proto.seqlens.v1 import explain_pb2, models_pb2, predict_pb2, types_pb2
+from .carry import RecurrentState
 from .jsonable import as_dict as _dict
 from .jsonable import jsonable
 from .state import StateSummary
@@ -100,6 +101,7 @@ class Prediction:
     label_index: int | None = None
     step_labels: list[str] = field(default_factory=list)
     step_label_indices: list[int] = field(default_factory=list)
+    state: RecurrentState | None = None  # final state, when asked for (client-held streaming)
 
     @property
     def forecast(self) -> np.ndarray | None:
@@ -111,10 +113,13 @@ class Prediction:
         return cls(length=msg.length, tokens=[Token.from_proto(t) for t in msg.tokens],
                    scores=to_numpy(msg.scores), probabilities=optional_numpy(msg, "probabilities"),
                    label=msg.label or None, label_index=msg.label_index if msg.label else None,
-                   step_labels=list(msg.step_labels), step_label_indices=list(msg.step_label_indices))
+                   step_labels=list(msg.step_labels), step_label_indices=list(msg.step_label_indices),
+                   state=RecurrentState.from_proto(msg.state) if msg.HasField("state") else None)
 
     def to_dict(self) -> dict[str, Any]:
-        return {**_dict(self), "forecast": jsonable(self.forecast)}
+        d = {**_dict(self), "forecast": jsonable(self.forecast)}
+        d.pop("state", None)  # opaque: feed it back, do not serialize it into reports
+        return d
 
 
 class PredictResult(Sequence[Prediction]):
@@ -146,6 +151,11 @@ class PredictResult(Sequence[Prediction]):
 
     def __iter__(self) -> Iterator[Prediction]:
         return iter(self.predictions)
+
+    @property
+    def state(self) -> RecurrentState | None:
+        """The final state of the only (or first) input, when states were asked for."""
+        return self.predictions[0].state if self.predictions else None
 
     def __repr__(self) -> str:
         return f"PredictResult(model={self.model_name!r}, version={self.model_version!r}, n={len(self)})"
@@ -456,6 +466,8 @@ class Explanation:
     features: np.ndarray | None = None
     labels: list[str] = field(default_factory=list)
     feature_names: list[str] = field(default_factory=list)
+    final_state: RecurrentState | None = None  # explain(initial_state=..., return_state=True)
+    step_offset: int = 0  # absolute step of the input's first timestep within its sequence
 
     @classmethod
     def from_proto(cls, msg: explain_pb2.ExplainResponse) -> Explanation:
@@ -464,7 +476,9 @@ class Explanation:
                    target=ResolvedTarget.from_proto(msg.target),
                    attributions={a.method: Attribution.from_proto(a) for a in msg.attributions},
                    state=StateSummary.from_proto(msg.state) if len(msg.state) else None,
-                   timings={t.stage: t.seconds for t in msg.timings})
+                   timings={t.stage: t.seconds for t in msg.timings},
+                   final_state=RecurrentState.from_proto(msg.final_state) if msg.HasField("final_state") else None,
+                   step_offset=msg.step_offset)
 
     @property
     def length(self) -> int:

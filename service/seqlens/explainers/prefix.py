@@ -68,11 +68,15 @@ class SuffixRunner:
                                      target.output_space)
         self.layers = [_forward_direction(directions) for directions in module.rnn]
         bounds = sorted({s for s in starts if 0 < s < self.end})
-        self.states: dict[int, list[State | None]] = {0: [None] * len(self.layers)}
+        carried: list[State | None] = [None] * len(self.layers)
+        if problem.initial is not None:  # a chunk of a longer sequence: start from its state ([1,1,H])
+            carried = [(layer[0][None], layer[1][None]) if len(layer) == 2 else layer[0][None]
+                       for layer in problem.initial]
+        self.states: dict[int, list[State | None]] = {0: carried}
         with torch.no_grad():
             x = self._embed(problem.values[None, :self.end])
             for i, rnn in enumerate(self.layers):
-                outs, state = [], None
+                outs, state = [], carried[i]
                 for a, b in zip([0, *bounds], [*bounds, self.end], strict=True):
                     y, state = rnn(x[:, a:b], state)
                     outs.append(y)

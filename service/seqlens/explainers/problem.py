@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..families import LayerStates
 from ..schema import TokenInput
 from ..versions import LoadedVersion
 from .baselines import Baseline
@@ -24,7 +25,8 @@ from .targets import OutputSpace, ResolvedTarget, select, select_numpy
 
 class Problem:
     def __init__(self, loaded: LoadedVersion, values: np.ndarray, target: ResolvedTarget, baseline: Baseline,
-                 *, chunk_elements: int, control: WorkControl | None = None) -> None:
+                 *, chunk_elements: int, control: WorkControl | None = None,
+                 initial: LayerStates | None = None) -> None:
         self.module = loaded.torch_module
         self.onnx = loaded.onnx
         self.config = loaded.config
@@ -35,6 +37,15 @@ class Problem:
         self.control = control or WorkControl()
         self.length = int(values.shape[0])
         self.is_tokens = self.config.is_tokens
+        # A carried state ([1,H] tensors per layer), held fixed: the chunk's past is context,
+        # and every forward pass (perturbations included) runs on torch from it.
+        self.initial = initial
+
+    def initial_rows(self, n: int) -> LayerStates | None:
+        """The carried state repeated for ``n`` rows (None: start from zero)."""
+        if self.initial is None:
+            return None
+        return [tuple(t.expand(n, -1).contiguous() for t in layer) for layer in self.initial]
 
     # --- torch: the attribution layer ------------------------------------------------
     def row_lengths(self, n: int) -> Tensor:
@@ -71,7 +82,11 @@ class Problem:
     def forward(self, rows: Tensor) -> Tensor:
         """Rows at the attribution layer [N,T,D] -> the target output of each row [N]."""
         lengths = self.row_lengths(rows.shape[0])
-        if self.is_tokens:
+        initial = self.initial_rows(rows.shape[0])
+        if initial is not None:
+            emb = rows if self.is_tokens else self.module.embed(rows)
+            out = self.module.forward_from_embedding_with_state(emb, lengths, initial)[0]
+        elif self.is_tokens:
             out = self.module.forward_from_embedding(rows, lengths)
         else:
             out = self.module(rows, lengths)
@@ -116,9 +131,18 @@ class Problem:
             self.control.check(what)
             stop = min(n, start + step)
             batch = make(start, stop)
-            raw = self.onnx.run(batch, np.full(stop - start, self.length, dtype=np.int64))
+            raw = self._run_rows(batch, np.full(stop - start, self.length, dtype=np.int64))
             out[start:stop] = select_numpy(raw, self.target, space)
         return out
+
+    def _run_rows(self, batch: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+        """Raw outputs of a batch of inputs: ONNX Runtime, or torch from a carried state."""
+        initial = self.initial_rows(batch.shape[0])
+        if initial is None:
+            return self.onnx.run(batch, lengths)
+        with torch.no_grad():
+            return self.module.forward_with_state(torch.from_numpy(np.ascontiguousarray(batch)),
+                                                  torch.from_numpy(lengths), initial)[0].numpy()
 
     @cached_property
     def onnx_endpoints(self) -> tuple[float, float]:

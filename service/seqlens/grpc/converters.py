@@ -7,8 +7,17 @@ from typing import TypeVar
 
 import numpy as np
 from seqlens_client._proto.inference import grpc_service_pb2 as oip
-from seqlens_client._proto.seqlens.v1 import explain_pb2, models_pb2, predict_pb2, state_pb2, types_pb2
+from seqlens_client._proto.seqlens.v1 import (
+    explain_pb2,
+    models_pb2,
+    predict_pb2,
+    recurrent_pb2,
+    sequence_pb2,
+    state_pb2,
+    types_pb2,
+)
 
+from ..carry import CarriedState
 from ..errors import InvalidInput
 from ..explain import ExplainRequest, ExplainResult
 from ..explainers.baselines import BaselineKind
@@ -18,6 +27,7 @@ from ..explainers.targets import OutputSpace, TargetSpec
 from ..inputs import SequenceInput
 from ..registry import VersionState
 from ..results import ModelDescription, ModelSummary, Prediction, PredictResult
+from ..streaming import ChunkOutcome, SequenceRef, StatefulPredictResult
 from ..summaries import DEFAULT_TOP_K, LayerStateResult, StateOptions
 from ..tokenizers import TokenSpan
 
@@ -258,7 +268,9 @@ def explain_request(msg: explain_pb2.ExplainRequest) -> ExplainRequest:
         methods=tuple(method_options(m, f"methods[{i}]") for i, m in enumerate(msg.methods)),
         baseline_kind=kind, baseline_custom=custom,
         state=state_options(msg.state) if msg.HasField("state") else None,
-        faithfulness=msg.faithfulness)
+        faithfulness=msg.faithfulness,
+        initial_state=recurrent_state(msg.initial_state, "initial_state") if msg.HasField("initial_state") else None,
+        return_state=msg.return_state)
 
 
 def attribution_to_proto(a: Attribution) -> explain_pb2.Attribution:
@@ -296,10 +308,116 @@ def explain_response(r: ExplainResult) -> explain_pb2.ExplainResponse:
             output_space=_SPACE_TO_PROTO[t.output_space]),
         attributions=[attribution_to_proto(a) for a in r.attributions],
         state=[layer_state_to_proto(s) for s in r.state],
-        timings=[explain_pb2.StageTiming(stage=s, seconds=sec) for s, sec in r.timings])
+        timings=[explain_pb2.StageTiming(stage=s, seconds=sec) for s, sec in r.timings],
+        final_state=recurrent_state_to_proto(r.final_state) if r.final_state is not None else None,
+        step_offset=r.step_offset)
 
 
 def explain_error(request_id: str, code: int, message: str) -> explain_pb2.ExplainResponse:
     """A StreamExplain item that failed: its request id and the gRPC status code number."""
     return explain_pb2.ExplainResponse(request_id=request_id,
                                        error=types_pb2.ItemError(code=code, message=message))
+
+
+# --- stateful sequences (docs/stateful.md) ------------------------------------------
+def recurrent_state(msg: recurrent_pb2.RecurrentState, where: str) -> CarriedState:
+    """A caller's state; checked against the answering version by ``carry.check_state``."""
+    tensors: dict[str, np.ndarray] = {}
+    for i, t in enumerate(msg.tensors):
+        here = f"{where}.tensors[{i}]"
+        if not t.name:
+            raise InvalidInput(f"{here}.name is empty")
+        if t.name in tensors:
+            raise InvalidInput(f"{here}.name {t.name!r} appears twice")
+        if t.tensor.dtype not in (types_pb2.FLOAT32, types_pb2.DATA_TYPE_UNSPECIFIED):
+            raise InvalidInput(f"{here}.tensor.dtype must be FLOAT32")
+        tensors[t.name] = tensor_to_numpy(t.tensor, f"{here}.tensor")
+    return CarriedState(msg.model_name, msg.model_version, msg.steps, tensors)
+
+
+def recurrent_state_to_proto(s: CarriedState) -> recurrent_pb2.RecurrentState:
+    return recurrent_pb2.RecurrentState(
+        model_name=s.model_name, model_version=s.model_version, steps=s.steps,
+        tensors=[recurrent_pb2.StateTensor(name=k, tensor=numpy_to_tensor(v)) for k, v in s.tensors.items()])
+
+
+def predict_states(msg: predict_pb2.PredictRequest) -> list[CarriedState | None]:
+    """PredictRequest.states -> one initial state per input (None: zero)."""
+    if not msg.states:
+        return [None] * len(msg.inputs)
+    return [recurrent_state(s, f"states[{i}]") for i, s in enumerate(msg.states)]
+
+
+def stateful_predict_response(r: StatefulPredictResult) -> predict_pb2.PredictResponse:
+    msg = predict_response(r.result)
+    for p, s in zip(msg.predictions, r.states, strict=True):
+        p.state.CopyFrom(recurrent_state_to_proto(s))
+    return msg
+
+
+def sequence_ref(msg: recurrent_pb2.SequenceControl, where: str) -> SequenceRef:
+    kind = msg.WhichOneof("id")
+    if kind is None or (kind == "string_id" and not msg.string_id) or (kind == "uint_id" and msg.uint_id == 0):
+        raise InvalidInput(f"{where}: set string_id (non-empty) or uint_id (non-zero)")
+    seq_id: str | int = msg.string_id if kind == "string_id" else msg.uint_id
+    return SequenceRef(seq_id, start=msg.start, end=msg.end)
+
+
+def sequence_status(o: ChunkOutcome) -> recurrent_pb2.SequenceStatus:
+    return recurrent_pb2.SequenceStatus(offset=o.offset, steps=o.steps, ended=o.ended)
+
+
+def chunk_predict_response(o: ChunkOutcome) -> predict_pb2.PredictResponse:
+    preds = [prediction_to_proto(o.prediction)] if o.prediction is not None else []
+    return predict_pb2.PredictResponse(model_name=o.model_name, model_version=o.model_version,
+                                       predictions=preds, sequence=sequence_status(o))
+
+
+def chunk_input(msg: sequence_pb2.SequenceChunkRequest) -> SequenceInput | None:
+    return sequence_input(msg.input, "input") if msg.HasField("input") else None
+
+
+def chunk_response(request_id: str, o: ChunkOutcome) -> sequence_pb2.SequenceChunkResponse:
+    msg = sequence_pb2.SequenceChunkResponse(request_id=request_id, model_name=o.model_name,
+                                             model_version=o.model_version, sequence=sequence_status(o))
+    if o.prediction is not None:
+        msg.prediction.CopyFrom(prediction_to_proto(o.prediction))
+    return msg
+
+
+def chunk_error(request_id: str, code: int, message: str) -> sequence_pb2.SequenceChunkResponse:
+    return sequence_pb2.SequenceChunkResponse(request_id=request_id,
+                                              error=types_pb2.ItemError(code=code, message=message))
+
+
+def oip_sequence(req: oip.ModelInferRequest) -> SequenceRef | None:
+    """Triton's sequence parameters (``sequence_id``, ``sequence_start``, ``sequence_end``), or None."""
+    params = req.parameters
+    if "sequence_id" not in params:
+        if "sequence_start" in params or "sequence_end" in params:
+            raise InvalidInput("parameters sequence_start/sequence_end need parameter sequence_id")
+        return None
+    p = params["sequence_id"]
+    kind = p.WhichOneof("parameter_choice")
+    if kind == "int64_param" and p.int64_param > 0:
+        seq_id: str | int = p.int64_param
+    elif kind == "string_param" and p.string_param:
+        seq_id = p.string_param
+    else:
+        raise InvalidInput("parameter sequence_id must be a positive integer or a non-empty string")
+    flags = {}
+    for name in ("sequence_start", "sequence_end"):
+        flag = params.get(name)
+        if flag is not None and flag.WhichOneof("parameter_choice") != "bool_param":
+            raise InvalidInput(f"parameter {name} must be a bool")
+        flags[name] = bool(flag is not None and flag.bool_param)
+    return SequenceRef(seq_id, start=flags["sequence_start"], end=flags["sequence_end"])
+
+
+def sequence_explain_response(msg: explain_pb2.ExplainResponse, r: ExplainResult, ended: bool
+                              ) -> explain_pb2.ExplainResponse:
+    """A server-held sequence keeps its state: the response says where the sequence stands."""
+    msg.ClearField("final_state")
+    steps = r.final_state.steps if r.final_state is not None else r.step_offset
+    msg.sequence.CopyFrom(recurrent_pb2.SequenceStatus(offset=r.step_offset, steps=steps, ended=ended))
+    return msg

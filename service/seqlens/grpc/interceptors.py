@@ -29,6 +29,8 @@ STATUS_FOR: list[tuple[type[errors.SeqlensError], grpc.StatusCode]] = [
     (errors.DeadlineExceeded, grpc.StatusCode.DEADLINE_EXCEEDED),
     (errors.Unauthenticated, grpc.StatusCode.UNAUTHENTICATED),
     (errors.ModelConfigError, grpc.StatusCode.UNAVAILABLE),
+    (errors.FailedPrecondition, grpc.StatusCode.FAILED_PRECONDITION),
+    (errors.SequenceNotFound, grpc.StatusCode.NOT_FOUND),
 ]
 HEALTH_PREFIX = "/grpc.health.v1.Health/"
 # OIP liveness/readiness answer (live, not ready) during a drain instead of being refused.

@@ -154,6 +154,7 @@ class SeqlensServer:
         deadline = time.monotonic() + grace
         quiet = self.settings.drain_quiet_s
         self.dataplane.draining = True
+        self.dataplane.streaming.close()  # open sequence streams end after their in-flight chunk
         await self.health.enter_graceful_shutdown()  # NOT_SERVING everywhere, and it stays so
         self._stop_polling.set()
         log.info("draining", extra={"grace_s": grace, "inflight": self._calls.active})

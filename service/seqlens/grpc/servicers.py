@@ -12,7 +12,13 @@ import grpc
 import numpy as np
 from seqlens_client._proto.inference import grpc_service_pb2 as oip
 from seqlens_client._proto.inference import grpc_service_pb2_grpc as oip_grpc
-from seqlens_client._proto.seqlens.v1 import explain_pb2, models_pb2, predict_pb2, service_pb2_grpc
+from seqlens_client._proto.seqlens.v1 import (
+    explain_pb2,
+    models_pb2,
+    predict_pb2,
+    sequence_pb2,
+    service_pb2_grpc,
+)
 
 from .. import __version__
 from ..dataplane import DataPlane
@@ -35,13 +41,67 @@ class SequenceExplainerServicer(service_pb2_grpc.SequenceExplainerServicer):
         return converters.model_info(self._dp.get_model(request.name))
 
     async def Predict(self, request: predict_pb2.PredictRequest, context: Any) -> predict_pb2.PredictResponse:
+        if request.states or request.return_state or request.HasField("sequence"):
+            return await self._stateful_predict(request)
         inputs = [converters.sequence_input(s, f"inputs[{i}]") for i, s in enumerate(request.inputs)]
         result = await self._dp.predict(request.model_name, request.model_version, inputs)
         return converters.predict_response(result)
 
+    async def _stateful_predict(self, request: predict_pb2.PredictRequest) -> predict_pb2.PredictResponse:
+        inputs = [converters.sequence_input(s, f"inputs[{i}]") for i, s in enumerate(request.inputs)]
+        streaming = self._dp.streaming
+        if request.HasField("sequence"):
+            ref = converters.sequence_ref(request.sequence, "sequence")
+            outcome = await streaming.unary_chunk(request.model_name, request.model_version, ref, inputs,
+                                                  with_state=bool(request.states) or request.return_state)
+            return converters.chunk_predict_response(outcome)
+        states = converters.predict_states(request)
+        result = await streaming.predict(request.model_name, request.model_version, inputs, states)
+        return converters.stateful_predict_response(result)
+
+    async def StreamSequence(self, request_iterator: AsyncIterator[sequence_pb2.SequenceChunkRequest], context: Any
+                             ) -> AsyncIterator[sequence_pb2.SequenceChunkResponse]:
+        """Chunks answered one at a time, in order; a failed chunk is answered with ``error`` set
+        (its sequence keeps its state). A draining server ends the stream between chunks."""
+        streaming = self._dp.streaming
+        incoming = request_iterator.__aiter__()
+        closing = asyncio.ensure_future(streaming.closing.wait())
+        nxt: asyncio.Future[sequence_pb2.SequenceChunkRequest] | None = None
+        try:
+            while True:
+                nxt = asyncio.ensure_future(incoming.__anext__())
+                await asyncio.wait((nxt, closing), return_when=asyncio.FIRST_COMPLETED)
+                if not nxt.done():
+                    raise ModelUnavailable("server is shutting down: this stream's sequences are dropped; "
+                                           "start them again on another replica")
+                try:
+                    msg = nxt.result()
+                except StopAsyncIteration:
+                    return
+                try:
+                    ref = converters.sequence_ref(msg.sequence, "sequence")
+                    outcome = await streaming.chunk(msg.model_name, msg.model_version, ref,
+                                                    converters.chunk_input(msg))
+                    answer = converters.chunk_response(msg.request_id, outcome)
+                except SeqlensError as exc:
+                    answer = converters.chunk_error(msg.request_id, status_for(exc).value[0], exc.message)
+                yield answer
+        finally:
+            closing.cancel()
+            if nxt is not None:
+                if nxt.done() and not nxt.cancelled():
+                    nxt.exception()  # retrieved: the end of the request stream is not an error
+                nxt.cancel()
+
     # --- explanations ----------------------------------------------------------------
     async def Explain(self, request: explain_pb2.ExplainRequest, context: Any) -> explain_pb2.ExplainResponse:
-        result = await self._dp.explain(converters.explain_request(request), _deadline(context))
+        deadline = _deadline(context)
+        if request.HasField("sequence"):  # the next chunk of a server-held sequence
+            ref = converters.sequence_ref(request.sequence, "sequence")
+            result, ended = await self._dp.streaming.explain_chunk(
+                converters.explain_request(request), ref, lambda r: self._dp.explain(r, deadline))
+            return converters.sequence_explain_response(self._encode(result), result, ended)
+        result = await self._dp.explain(converters.explain_request(request), deadline)
         return self._encode(result)
 
     async def StreamExplain(self, request_iterator: AsyncIterator[explain_pb2.ExplainRequest], context: Any
@@ -156,6 +216,11 @@ class InferenceServicer(oip_grpc.GRPCInferenceServiceServicer):
         lengths = tensors.get("lengths")
         if lengths is not None and not np.issubdtype(lengths.dtype, np.integer):
             raise InvalidInput(f"{where['lengths']} must be INT64 or INT32")
+        ref = converters.oip_sequence(request)
+        if ref is not None:  # Triton sequence parameters: a server-held sequence
+            version, out = await self._dp.streaming.infer(request.model_name, request.model_version, ref,
+                                                          tensors["inputs"], lengths)
+            return converters.oip_infer_response(request, version, out)
         loaded, out = await self._dp.infer_tensor(request.model_name, request.model_version,
                                                   tensors["inputs"], lengths, inputs_where=where["inputs"],
                                                   lengths_where=where.get("lengths", "input 'lengths'"))

@@ -25,39 +25,40 @@ _sym_db = _symbol_database.Default()
 from seqlens_client._proto.seqlens.v1 import types_pb2 as seqlens_dot_v1_dot_types__pb2
 from seqlens_client._proto.seqlens.v1 import predict_pb2 as seqlens_dot_v1_dot_predict__pb2
 from seqlens_client._proto.seqlens.v1 import state_pb2 as seqlens_dot_v1_dot_state__pb2
+from seqlens_client._proto.seqlens.v1 import recurrent_pb2 as seqlens_dot_v1_dot_recurrent__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18seqlens/v1/explain.proto\x12\nseqlens.v1\x1a\x16seqlens/v1/types.proto\x1a\x18seqlens/v1/predict.proto\x1a\x16seqlens/v1/state.proto\"\xbc\x01\n\x06Target\x12\x15\n\x0b\x63lass_index\x18\x01 \x01(\x05H\x00\x12\x0f\n\x05label\x18\x02 \x01(\tH\x00\x12\x15\n\x08timestep\x18\x03 \x01(\x05H\x01\x88\x01\x01\x12\x19\n\x0chorizon_step\x18\x04 \x01(\x05H\x02\x88\x01\x01\x12-\n\x0coutput_space\x18\x05 \x01(\x0e\x32\x17.seqlens.v1.OutputSpaceB\x0b\n\tclass_refB\x0b\n\t_timestepB\x0f\n\r_horizon_step\"\xc4\x02\n\x11\x41ttributionMethod\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07n_steps\x18\x02 \x01(\r\x12*\n\nquadrature\x18\x03 \x01(\x0e\x32\x16.seqlens.v1.Quadrature\x12\x10\n\x08\x61\x64\x61ptive\x18\x04 \x01(\x08\x12\x11\n\ttolerance\x18\x05 \x01(\x01\x12\x11\n\tmax_steps\x18\x06 \x01(\r\x12\x11\n\tn_samples\x18\x07 \x01(\r\x12\x13\n\x0bnoise_stdev\x18\x08 \x01(\x01\x12\x0c\n\x04seed\x18\t \x01(\x04\x12\x0e\n\x06window\x18\n \x01(\r\x12\x0e\n\x06stride\x18\x0b \x01(\r\x12*\n\x08\x61\x62lation\x18\x0c \x01(\x0e\x32\x18.seqlens.v1.AblationMode\x12\x19\n\x0c\x61\x62s_saliency\x18\r \x01(\x08H\x00\x88\x01\x01\x42\x0f\n\r_abs_saliency\"]\n\x08\x42\x61seline\x12&\n\x04kind\x18\x01 \x01(\x0e\x32\x18.seqlens.v1.BaselineKind\x12)\n\x06\x63ustom\x18\x02 \x01(\x0b\x32\x19.seqlens.v1.SequenceInput\"\xb4\x02\n\x0e\x45xplainRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x12\n\nmodel_name\x18\x02 \x01(\t\x12\x15\n\rmodel_version\x18\x03 \x01(\t\x12(\n\x05input\x18\x04 \x01(\x0b\x32\x19.seqlens.v1.SequenceInput\x12\"\n\x06target\x18\x05 \x01(\x0b\x32\x12.seqlens.v1.Target\x12.\n\x07methods\x18\x06 \x03(\x0b\x32\x1d.seqlens.v1.AttributionMethod\x12&\n\x08\x62\x61seline\x18\x07 \x01(\x0b\x32\x14.seqlens.v1.Baseline\x12\'\n\x05state\x18\x08 \x01(\x0b\x32\x18.seqlens.v1.StateOptions\x12\x14\n\x0c\x66\x61ithfulness\x18\t \x01(\x08\"\x95\x02\n\x0c\x46\x61ithfulness\x12\x15\n\rtop_k_percent\x18\x01 \x03(\x01\x12\x19\n\x11\x63omprehensiveness\x18\x02 \x03(\x01\x12\x13\n\x0bsufficiency\x18\x03 \x03(\x01\x12\x1e\n\x16\x61opc_comprehensiveness\x18\x04 \x01(\x01\x12\x18\n\x10\x61opc_sufficiency\x18\x05 \x01(\x01\x12 \n\x18random_comprehensiveness\x18\x06 \x03(\x01\x12\x1a\n\x12random_sufficiency\x18\x07 \x03(\x01\x12%\n\x1drandom_aopc_comprehensiveness\x18\x08 \x01(\x01\x12\x1f\n\x17random_aopc_sufficiency\x18\t \x01(\x01\"\xcb\x03\n\x0b\x41ttribution\x12\x0e\n\x06method\x18\x01 \x01(\t\x12\"\n\x06scores\x18\x02 \x01(\x0b\x32\x12.seqlens.v1.Tensor\x12*\n\x0e\x66\x65\x61ture_scores\x18\x03 \x01(\x0b\x32\x12.seqlens.v1.Tensor\x12#\n\x07l2_norm\x18\x04 \x01(\x0b\x32\x12.seqlens.v1.Tensor\x12\x1e\n\x11\x63onvergence_delta\x18\x05 \x01(\x01H\x00\x88\x01\x01\x12\x0f\n\x07n_steps\x18\x06 \x01(\r\x12\x16\n\tconverged\x18\x07 \x01(\x08H\x01\x88\x01\x01\x12\x17\n\x0ftarget_at_input\x18\x08 \x01(\x01\x12\x1a\n\x12target_at_baseline\x18\t \x01(\x01\x12.\n\x0c\x66\x61ithfulness\x18\n \x01(\x0b\x32\x18.seqlens.v1.Faithfulness\x12\x0f\n\x07seconds\x18\x0b \x01(\x01\x12\x16\n\ttolerance\x18\x0c \x01(\x01H\x02\x88\x01\x01\x12\x1b\n\x0erelative_delta\x18\r \x01(\x01H\x03\x88\x01\x01\x42\x14\n\x12_convergence_deltaB\x0c\n\n_convergedB\x0c\n\n_toleranceB\x11\n\x0f_relative_delta\"\x8b\x01\n\x0eResolvedTarget\x12\x13\n\x0b\x63lass_index\x18\x01 \x01(\x05\x12\r\n\x05label\x18\x02 \x01(\t\x12\x10\n\x08timestep\x18\x03 \x01(\x05\x12\x14\n\x0chorizon_step\x18\x04 \x01(\x05\x12-\n\x0coutput_space\x18\x05 \x01(\x0e\x32\x17.seqlens.v1.OutputSpace\"-\n\x0bStageTiming\x12\r\n\x05stage\x18\x01 \x01(\t\x12\x0f\n\x07seconds\x18\x02 \x01(\x01\"\xf1\x02\n\x0f\x45xplainResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x12\n\nmodel_name\x18\x02 \x01(\t\x12\x15\n\rmodel_version\x18\x03 \x01(\t\x12*\n\nprediction\x18\x04 \x01(\x0b\x32\x16.seqlens.v1.Prediction\x12!\n\x06tokens\x18\x05 \x03(\x0b\x32\x11.seqlens.v1.Token\x12*\n\x06target\x18\x06 \x01(\x0b\x32\x1a.seqlens.v1.ResolvedTarget\x12-\n\x0c\x61ttributions\x18\x07 \x03(\x0b\x32\x17.seqlens.v1.Attribution\x12%\n\x05state\x18\x08 \x03(\x0b\x32\x16.seqlens.v1.LayerState\x12(\n\x07timings\x18\t \x03(\x0b\x32\x17.seqlens.v1.StageTiming\x12$\n\x05\x65rror\x18\n \x01(\x0b\x32\x15.seqlens.v1.ItemError*)\n\x0bOutputSpace\x12\t\n\x05LOGIT\x10\x00\x12\x0f\n\x0bPROBABILITY\x10\x01*p\n\nQuadrature\x12\x12\n\x0eGAUSS_LEGENDRE\x10\x00\x12\x10\n\x0cRIEMANN_LEFT\x10\x01\x12\x11\n\rRIEMANN_RIGHT\x10\x02\x12\x12\n\x0eRIEMANN_MIDDLE\x10\x03\x12\x15\n\x11RIEMANN_TRAPEZOID\x10\x04*1\n\x0c\x41\x62lationMode\x12\x10\n\x0cPER_TIMESTEP\x10\x00\x12\x0f\n\x0bPER_FEATURE\x10\x01*W\n\x0c\x42\x61selineKind\x12\x14\n\x10\x42\x41SELINE_DEFAULT\x10\x00\x12\x07\n\x03PAD\x10\x01\x12\t\n\x05ZEROS\x10\x02\x12\x11\n\rTRAINING_MEAN\x10\x03\x12\n\n\x06\x43USTOM\x10\x04\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18seqlens/v1/explain.proto\x12\nseqlens.v1\x1a\x16seqlens/v1/types.proto\x1a\x18seqlens/v1/predict.proto\x1a\x16seqlens/v1/state.proto\x1a\x1aseqlens/v1/recurrent.proto\"\xbc\x01\n\x06Target\x12\x15\n\x0b\x63lass_index\x18\x01 \x01(\x05H\x00\x12\x0f\n\x05label\x18\x02 \x01(\tH\x00\x12\x15\n\x08timestep\x18\x03 \x01(\x05H\x01\x88\x01\x01\x12\x19\n\x0chorizon_step\x18\x04 \x01(\x05H\x02\x88\x01\x01\x12-\n\x0coutput_space\x18\x05 \x01(\x0e\x32\x17.seqlens.v1.OutputSpaceB\x0b\n\tclass_refB\x0b\n\t_timestepB\x0f\n\r_horizon_step\"\xc4\x02\n\x11\x41ttributionMethod\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07n_steps\x18\x02 \x01(\r\x12*\n\nquadrature\x18\x03 \x01(\x0e\x32\x16.seqlens.v1.Quadrature\x12\x10\n\x08\x61\x64\x61ptive\x18\x04 \x01(\x08\x12\x11\n\ttolerance\x18\x05 \x01(\x01\x12\x11\n\tmax_steps\x18\x06 \x01(\r\x12\x11\n\tn_samples\x18\x07 \x01(\r\x12\x13\n\x0bnoise_stdev\x18\x08 \x01(\x01\x12\x0c\n\x04seed\x18\t \x01(\x04\x12\x0e\n\x06window\x18\n \x01(\r\x12\x0e\n\x06stride\x18\x0b \x01(\r\x12*\n\x08\x61\x62lation\x18\x0c \x01(\x0e\x32\x18.seqlens.v1.AblationMode\x12\x19\n\x0c\x61\x62s_saliency\x18\r \x01(\x08H\x00\x88\x01\x01\x42\x0f\n\r_abs_saliency\"]\n\x08\x42\x61seline\x12&\n\x04kind\x18\x01 \x01(\x0e\x32\x18.seqlens.v1.BaselineKind\x12)\n\x06\x63ustom\x18\x02 \x01(\x0b\x32\x19.seqlens.v1.SequenceInput\"\xac\x03\n\x0e\x45xplainRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x12\n\nmodel_name\x18\x02 \x01(\t\x12\x15\n\rmodel_version\x18\x03 \x01(\t\x12(\n\x05input\x18\x04 \x01(\x0b\x32\x19.seqlens.v1.SequenceInput\x12\"\n\x06target\x18\x05 \x01(\x0b\x32\x12.seqlens.v1.Target\x12.\n\x07methods\x18\x06 \x03(\x0b\x32\x1d.seqlens.v1.AttributionMethod\x12&\n\x08\x62\x61seline\x18\x07 \x01(\x0b\x32\x14.seqlens.v1.Baseline\x12\'\n\x05state\x18\x08 \x01(\x0b\x32\x18.seqlens.v1.StateOptions\x12\x14\n\x0c\x66\x61ithfulness\x18\t \x01(\x08\x12\x31\n\rinitial_state\x18\n \x01(\x0b\x32\x1a.seqlens.v1.RecurrentState\x12\x14\n\x0creturn_state\x18\x0b \x01(\x08\x12-\n\x08sequence\x18\x0c \x01(\x0b\x32\x1b.seqlens.v1.SequenceControl\"\x95\x02\n\x0c\x46\x61ithfulness\x12\x15\n\rtop_k_percent\x18\x01 \x03(\x01\x12\x19\n\x11\x63omprehensiveness\x18\x02 \x03(\x01\x12\x13\n\x0bsufficiency\x18\x03 \x03(\x01\x12\x1e\n\x16\x61opc_comprehensiveness\x18\x04 \x01(\x01\x12\x18\n\x10\x61opc_sufficiency\x18\x05 \x01(\x01\x12 \n\x18random_comprehensiveness\x18\x06 \x03(\x01\x12\x1a\n\x12random_sufficiency\x18\x07 \x03(\x01\x12%\n\x1drandom_aopc_comprehensiveness\x18\x08 \x01(\x01\x12\x1f\n\x17random_aopc_sufficiency\x18\t \x01(\x01\"\xcb\x03\n\x0b\x41ttribution\x12\x0e\n\x06method\x18\x01 \x01(\t\x12\"\n\x06scores\x18\x02 \x01(\x0b\x32\x12.seqlens.v1.Tensor\x12*\n\x0e\x66\x65\x61ture_scores\x18\x03 \x01(\x0b\x32\x12.seqlens.v1.Tensor\x12#\n\x07l2_norm\x18\x04 \x01(\x0b\x32\x12.seqlens.v1.Tensor\x12\x1e\n\x11\x63onvergence_delta\x18\x05 \x01(\x01H\x00\x88\x01\x01\x12\x0f\n\x07n_steps\x18\x06 \x01(\r\x12\x16\n\tconverged\x18\x07 \x01(\x08H\x01\x88\x01\x01\x12\x17\n\x0ftarget_at_input\x18\x08 \x01(\x01\x12\x1a\n\x12target_at_baseline\x18\t \x01(\x01\x12.\n\x0c\x66\x61ithfulness\x18\n \x01(\x0b\x32\x18.seqlens.v1.Faithfulness\x12\x0f\n\x07seconds\x18\x0b \x01(\x01\x12\x16\n\ttolerance\x18\x0c \x01(\x01H\x02\x88\x01\x01\x12\x1b\n\x0erelative_delta\x18\r \x01(\x01H\x03\x88\x01\x01\x42\x14\n\x12_convergence_deltaB\x0c\n\n_convergedB\x0c\n\n_toleranceB\x11\n\x0f_relative_delta\"\x8b\x01\n\x0eResolvedTarget\x12\x13\n\x0b\x63lass_index\x18\x01 \x01(\x05\x12\r\n\x05label\x18\x02 \x01(\t\x12\x10\n\x08timestep\x18\x03 \x01(\x05\x12\x14\n\x0chorizon_step\x18\x04 \x01(\x05\x12-\n\x0coutput_space\x18\x05 \x01(\x0e\x32\x17.seqlens.v1.OutputSpace\"-\n\x0bStageTiming\x12\r\n\x05stage\x18\x01 \x01(\t\x12\x0f\n\x07seconds\x18\x02 \x01(\x01\"\xe5\x03\n\x0f\x45xplainResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x12\n\nmodel_name\x18\x02 \x01(\t\x12\x15\n\rmodel_version\x18\x03 \x01(\t\x12*\n\nprediction\x18\x04 \x01(\x0b\x32\x16.seqlens.v1.Prediction\x12!\n\x06tokens\x18\x05 \x03(\x0b\x32\x11.seqlens.v1.Token\x12*\n\x06target\x18\x06 \x01(\x0b\x32\x1a.seqlens.v1.ResolvedTarget\x12-\n\x0c\x61ttributions\x18\x07 \x03(\x0b\x32\x17.seqlens.v1.Attribution\x12%\n\x05state\x18\x08 \x03(\x0b\x32\x16.seqlens.v1.LayerState\x12(\n\x07timings\x18\t \x03(\x0b\x32\x17.seqlens.v1.StageTiming\x12$\n\x05\x65rror\x18\n \x01(\x0b\x32\x15.seqlens.v1.ItemError\x12/\n\x0b\x66inal_state\x18\x0b \x01(\x0b\x32\x1a.seqlens.v1.RecurrentState\x12\x13\n\x0bstep_offset\x18\x0c \x01(\x03\x12,\n\x08sequence\x18\r \x01(\x0b\x32\x1a.seqlens.v1.SequenceStatus*)\n\x0bOutputSpace\x12\t\n\x05LOGIT\x10\x00\x12\x0f\n\x0bPROBABILITY\x10\x01*p\n\nQuadrature\x12\x12\n\x0eGAUSS_LEGENDRE\x10\x00\x12\x10\n\x0cRIEMANN_LEFT\x10\x01\x12\x11\n\rRIEMANN_RIGHT\x10\x02\x12\x12\n\x0eRIEMANN_MIDDLE\x10\x03\x12\x15\n\x11RIEMANN_TRAPEZOID\x10\x04*1\n\x0c\x41\x62lationMode\x12\x10\n\x0cPER_TIMESTEP\x10\x00\x12\x0f\n\x0bPER_FEATURE\x10\x01*W\n\x0c\x42\x61selineKind\x12\x14\n\x10\x42\x41SELINE_DEFAULT\x10\x00\x12\x07\n\x03PAD\x10\x01\x12\t\n\x05ZEROS\x10\x02\x12\x11\n\rTRAINING_MEAN\x10\x03\x12\n\n\x06\x43USTOM\x10\x04\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'seqlens.v1.explain_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_OUTPUTSPACE']._serialized_start=2341
-  _globals['_OUTPUTSPACE']._serialized_end=2382
-  _globals['_QUADRATURE']._serialized_start=2384
-  _globals['_QUADRATURE']._serialized_end=2496
-  _globals['_ABLATIONMODE']._serialized_start=2498
-  _globals['_ABLATIONMODE']._serialized_end=2547
-  _globals['_BASELINEKIND']._serialized_start=2549
-  _globals['_BASELINEKIND']._serialized_end=2636
-  _globals['_TARGET']._serialized_start=115
-  _globals['_TARGET']._serialized_end=303
-  _globals['_ATTRIBUTIONMETHOD']._serialized_start=306
-  _globals['_ATTRIBUTIONMETHOD']._serialized_end=630
-  _globals['_BASELINE']._serialized_start=632
-  _globals['_BASELINE']._serialized_end=725
-  _globals['_EXPLAINREQUEST']._serialized_start=728
-  _globals['_EXPLAINREQUEST']._serialized_end=1036
-  _globals['_FAITHFULNESS']._serialized_start=1039
-  _globals['_FAITHFULNESS']._serialized_end=1316
-  _globals['_ATTRIBUTION']._serialized_start=1319
-  _globals['_ATTRIBUTION']._serialized_end=1778
-  _globals['_RESOLVEDTARGET']._serialized_start=1781
-  _globals['_RESOLVEDTARGET']._serialized_end=1920
-  _globals['_STAGETIMING']._serialized_start=1922
-  _globals['_STAGETIMING']._serialized_end=1967
-  _globals['_EXPLAINRESPONSE']._serialized_start=1970
-  _globals['_EXPLAINRESPONSE']._serialized_end=2339
+  _globals['_OUTPUTSPACE']._serialized_start=2605
+  _globals['_OUTPUTSPACE']._serialized_end=2646
+  _globals['_QUADRATURE']._serialized_start=2648
+  _globals['_QUADRATURE']._serialized_end=2760
+  _globals['_ABLATIONMODE']._serialized_start=2762
+  _globals['_ABLATIONMODE']._serialized_end=2811
+  _globals['_BASELINEKIND']._serialized_start=2813
+  _globals['_BASELINEKIND']._serialized_end=2900
+  _globals['_TARGET']._serialized_start=143
+  _globals['_TARGET']._serialized_end=331
+  _globals['_ATTRIBUTIONMETHOD']._serialized_start=334
+  _globals['_ATTRIBUTIONMETHOD']._serialized_end=658
+  _globals['_BASELINE']._serialized_start=660
+  _globals['_BASELINE']._serialized_end=753
+  _globals['_EXPLAINREQUEST']._serialized_start=756
+  _globals['_EXPLAINREQUEST']._serialized_end=1184
+  _globals['_FAITHFULNESS']._serialized_start=1187
+  _globals['_FAITHFULNESS']._serialized_end=1464
+  _globals['_ATTRIBUTION']._serialized_start=1467
+  _globals['_ATTRIBUTION']._serialized_end=1926
+  _globals['_RESOLVEDTARGET']._serialized_start=1929
+  _globals['_RESOLVEDTARGET']._serialized_end=2068
+  _globals['_STAGETIMING']._serialized_start=2070
+  _globals['_STAGETIMING']._serialized_end=2115
+  _globals['_EXPLAINRESPONSE']._serialized_start=2118
+  _globals['_EXPLAINRESPONSE']._serialized_end=2603
 # @@protoc_insertion_point(module_scope)

@@ -1,6 +1,7 @@
 from seqlens_client._proto.seqlens.v1 import types_pb2 as _types_pb2
 from seqlens_client._proto.seqlens.v1 import predict_pb2 as _predict_pb2
 from seqlens_client._proto.seqlens.v1 import state_pb2 as _state_pb2
+from seqlens_client._proto.seqlens.v1 import recurrent_pb2 as _recurrent_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
@@ -103,7 +104,7 @@ class Baseline(_message.Message):
     def __init__(self, kind: _Optional[_Union[BaselineKind, str]] = ..., custom: _Optional[_Union[_types_pb2.SequenceInput, _Mapping]] = ...) -> None: ...
 
 class ExplainRequest(_message.Message):
-    __slots__ = ("request_id", "model_name", "model_version", "input", "target", "methods", "baseline", "state", "faithfulness")
+    __slots__ = ("request_id", "model_name", "model_version", "input", "target", "methods", "baseline", "state", "faithfulness", "initial_state", "return_state", "sequence")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -113,6 +114,9 @@ class ExplainRequest(_message.Message):
     BASELINE_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     FAITHFULNESS_FIELD_NUMBER: _ClassVar[int]
+    INITIAL_STATE_FIELD_NUMBER: _ClassVar[int]
+    RETURN_STATE_FIELD_NUMBER: _ClassVar[int]
+    SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     model_name: str
     model_version: str
@@ -122,7 +126,10 @@ class ExplainRequest(_message.Message):
     baseline: Baseline
     state: _state_pb2.StateOptions
     faithfulness: bool
-    def __init__(self, request_id: _Optional[str] = ..., model_name: _Optional[str] = ..., model_version: _Optional[str] = ..., input: _Optional[_Union[_types_pb2.SequenceInput, _Mapping]] = ..., target: _Optional[_Union[Target, _Mapping]] = ..., methods: _Optional[_Iterable[_Union[AttributionMethod, _Mapping]]] = ..., baseline: _Optional[_Union[Baseline, _Mapping]] = ..., state: _Optional[_Union[_state_pb2.StateOptions, _Mapping]] = ..., faithfulness: _Optional[bool] = ...) -> None: ...
+    initial_state: _recurrent_pb2.RecurrentState
+    return_state: bool
+    sequence: _recurrent_pb2.SequenceControl
+    def __init__(self, request_id: _Optional[str] = ..., model_name: _Optional[str] = ..., model_version: _Optional[str] = ..., input: _Optional[_Union[_types_pb2.SequenceInput, _Mapping]] = ..., target: _Optional[_Union[Target, _Mapping]] = ..., methods: _Optional[_Iterable[_Union[AttributionMethod, _Mapping]]] = ..., baseline: _Optional[_Union[Baseline, _Mapping]] = ..., state: _Optional[_Union[_state_pb2.StateOptions, _Mapping]] = ..., faithfulness: _Optional[bool] = ..., initial_state: _Optional[_Union[_recurrent_pb2.RecurrentState, _Mapping]] = ..., return_state: _Optional[bool] = ..., sequence: _Optional[_Union[_recurrent_pb2.SequenceControl, _Mapping]] = ...) -> None: ...
 
 class Faithfulness(_message.Message):
     __slots__ = ("top_k_percent", "comprehensiveness", "sufficiency", "aopc_comprehensiveness", "aopc_sufficiency", "random_comprehensiveness", "random_sufficiency", "random_aopc_comprehensiveness", "random_aopc_sufficiency")
@@ -199,7 +206,7 @@ class StageTiming(_message.Message):
     def __init__(self, stage: _Optional[str] = ..., seconds: _Optional[float] = ...) -> None: ...
 
 class ExplainResponse(_message.Message):
-    __slots__ = ("request_id", "model_name", "model_version", "prediction", "tokens", "target", "attributions", "state", "timings", "error")
+    __slots__ = ("request_id", "model_name", "model_version", "prediction", "tokens", "target", "attributions", "state", "timings", "error", "final_state", "step_offset", "sequence")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -210,6 +217,9 @@ class ExplainResponse(_message.Message):
     STATE_FIELD_NUMBER: _ClassVar[int]
     TIMINGS_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    FINAL_STATE_FIELD_NUMBER: _ClassVar[int]
+    STEP_OFFSET_FIELD_NUMBER: _ClassVar[int]
+    SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     model_name: str
     model_version: str
@@ -220,4 +230,7 @@ class ExplainResponse(_message.Message):
     state: _containers.RepeatedCompositeFieldContainer[_state_pb2.LayerState]
     timings: _containers.RepeatedCompositeFieldContainer[StageTiming]
     error: _types_pb2.ItemError
-    def __init__(self, request_id: _Optional[str] = ..., model_name: _Optional[str] = ..., model_version: _Optional[str] = ..., prediction: _Optional[_Union[_predict_pb2.Prediction, _Mapping]] = ..., tokens: _Optional[_Iterable[_Union[_types_pb2.Token, _Mapping]]] = ..., target: _Optional[_Union[ResolvedTarget, _Mapping]] = ..., attributions: _Optional[_Iterable[_Union[Attribution, _Mapping]]] = ..., state: _Optional[_Iterable[_Union[_state_pb2.LayerState, _Mapping]]] = ..., timings: _Optional[_Iterable[_Union[StageTiming, _Mapping]]] = ..., error: _Optional[_Union[_types_pb2.ItemError, _Mapping]] = ...) -> None: ...
+    final_state: _recurrent_pb2.RecurrentState
+    step_offset: int
+    sequence: _recurrent_pb2.SequenceStatus
+    def __init__(self, request_id: _Optional[str] = ..., model_name: _Optional[str] = ..., model_version: _Optional[str] = ..., prediction: _Optional[_Union[_predict_pb2.Prediction, _Mapping]] = ..., tokens: _Optional[_Iterable[_Union[_types_pb2.Token, _Mapping]]] = ..., target: _Optional[_Union[ResolvedTarget, _Mapping]] = ..., attributions: _Optional[_Iterable[_Union[Attribution, _Mapping]]] = ..., state: _Optional[_Iterable[_Union[_state_pb2.LayerState, _Mapping]]] = ..., timings: _Optional[_Iterable[_Union[StageTiming, _Mapping]]] = ..., error: _Optional[_Union[_types_pb2.ItemError, _Mapping]] = ..., final_state: _Optional[_Union[_recurrent_pb2.RecurrentState, _Mapping]] = ..., step_offset: _Optional[int] = ..., sequence: _Optional[_Union[_recurrent_pb2.SequenceStatus, _Mapping]] = ...) -> None: ...

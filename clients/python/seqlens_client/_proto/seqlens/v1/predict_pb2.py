@@ -23,19 +23,20 @@ _sym_db = _symbol_database.Default()
 
 
 from seqlens_client._proto.seqlens.v1 import types_pb2 as seqlens_dot_v1_dot_types__pb2
+from seqlens_client._proto.seqlens.v1 import recurrent_pb2 as seqlens_dot_v1_dot_recurrent__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18seqlens/v1/predict.proto\x12\nseqlens.v1\x1a\x16seqlens/v1/types.proto\"f\n\x0ePredictRequest\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12)\n\x06inputs\x18\x03 \x03(\x0b\x32\x19.seqlens.v1.SequenceInput\"\xe3\x01\n\nPrediction\x12\x0e\n\x06length\x18\x01 \x01(\x05\x12!\n\x06tokens\x18\x02 \x03(\x0b\x32\x11.seqlens.v1.Token\x12\"\n\x06scores\x18\x03 \x01(\x0b\x32\x12.seqlens.v1.Tensor\x12)\n\rprobabilities\x18\x04 \x01(\x0b\x32\x12.seqlens.v1.Tensor\x12\x13\n\x0blabel_index\x18\x05 \x01(\x05\x12\r\n\x05label\x18\x06 \x01(\t\x12\x1a\n\x12step_label_indices\x18\x07 \x03(\x05\x12\x13\n\x0bstep_labels\x18\x08 \x03(\t\"i\n\x0fPredictResponse\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12+\n\x0bpredictions\x18\x03 \x03(\x0b\x32\x16.seqlens.v1.Predictionb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18seqlens/v1/predict.proto\x12\nseqlens.v1\x1a\x16seqlens/v1/types.proto\x1a\x1aseqlens/v1/recurrent.proto\"\xd7\x01\n\x0ePredictRequest\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12)\n\x06inputs\x18\x03 \x03(\x0b\x32\x19.seqlens.v1.SequenceInput\x12*\n\x06states\x18\x04 \x03(\x0b\x32\x1a.seqlens.v1.RecurrentState\x12\x14\n\x0creturn_state\x18\x05 \x01(\x08\x12-\n\x08sequence\x18\x06 \x01(\x0b\x32\x1b.seqlens.v1.SequenceControl\"\x8e\x02\n\nPrediction\x12\x0e\n\x06length\x18\x01 \x01(\x05\x12!\n\x06tokens\x18\x02 \x03(\x0b\x32\x11.seqlens.v1.Token\x12\"\n\x06scores\x18\x03 \x01(\x0b\x32\x12.seqlens.v1.Tensor\x12)\n\rprobabilities\x18\x04 \x01(\x0b\x32\x12.seqlens.v1.Tensor\x12\x13\n\x0blabel_index\x18\x05 \x01(\x05\x12\r\n\x05label\x18\x06 \x01(\t\x12\x1a\n\x12step_label_indices\x18\x07 \x03(\x05\x12\x13\n\x0bstep_labels\x18\x08 \x03(\t\x12)\n\x05state\x18\t \x01(\x0b\x32\x1a.seqlens.v1.RecurrentState\"\x97\x01\n\x0fPredictResponse\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12+\n\x0bpredictions\x18\x03 \x03(\x0b\x32\x16.seqlens.v1.Prediction\x12,\n\x08sequence\x18\x04 \x01(\x0b\x32\x1a.seqlens.v1.SequenceStatusb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'seqlens.v1.predict_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_PREDICTREQUEST']._serialized_start=64
-  _globals['_PREDICTREQUEST']._serialized_end=166
-  _globals['_PREDICTION']._serialized_start=169
-  _globals['_PREDICTION']._serialized_end=396
-  _globals['_PREDICTRESPONSE']._serialized_start=398
-  _globals['_PREDICTRESPONSE']._serialized_end=503
+  _globals['_PREDICTREQUEST']._serialized_start=93
+  _globals['_PREDICTREQUEST']._serialized_end=308
+  _globals['_PREDICTION']._serialized_start=311
+  _globals['_PREDICTION']._serialized_end=581
+  _globals['_PREDICTRESPONSE']._serialized_start=584
+  _globals['_PREDICTRESPONSE']._serialized_end=735
 # @@protoc_insertion_point(module_scope)

@@ -6,6 +6,7 @@ import warnings
 from seqlens_client._proto.seqlens.v1 import explain_pb2 as seqlens_dot_v1_dot_explain__pb2
 from seqlens_client._proto.seqlens.v1 import models_pb2 as seqlens_dot_v1_dot_models__pb2
 from seqlens_client._proto.seqlens.v1 import predict_pb2 as seqlens_dot_v1_dot_predict__pb2
+from seqlens_client._proto.seqlens.v1 import sequence_pb2 as seqlens_dot_v1_dot_sequence__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -62,6 +63,11 @@ class SequenceExplainerStub:
                 request_serializer=seqlens_dot_v1_dot_explain__pb2.ExplainRequest.SerializeToString,
                 response_deserializer=seqlens_dot_v1_dot_explain__pb2.ExplainResponse.FromString,
                 _registered_method=True)
+        self.StreamSequence = channel.stream_stream(
+                '/seqlens.v1.SequenceExplainer/StreamSequence',
+                request_serializer=seqlens_dot_v1_dot_sequence__pb2.SequenceChunkRequest.SerializeToString,
+                response_deserializer=seqlens_dot_v1_dot_sequence__pb2.SequenceChunkResponse.FromString,
+                _registered_method=True)
 
 
 class SequenceExplainerServicer:
@@ -100,6 +106,13 @@ class SequenceExplainerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def StreamSequence(self, request_iterator, context):
+        """Server-held sequences fed in chunks, answered in order; keeps a sequence on one replica.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SequenceExplainerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -127,6 +140,11 @@ def add_SequenceExplainerServicer_to_server(servicer, server):
                     servicer.StreamExplain,
                     request_deserializer=seqlens_dot_v1_dot_explain__pb2.ExplainRequest.FromString,
                     response_serializer=seqlens_dot_v1_dot_explain__pb2.ExplainResponse.SerializeToString,
+            ),
+            'StreamSequence': grpc.stream_stream_rpc_method_handler(
+                    servicer.StreamSequence,
+                    request_deserializer=seqlens_dot_v1_dot_sequence__pb2.SequenceChunkRequest.FromString,
+                    response_serializer=seqlens_dot_v1_dot_sequence__pb2.SequenceChunkResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -265,6 +283,33 @@ class SequenceExplainer:
             '/seqlens.v1.SequenceExplainer/StreamExplain',
             seqlens_dot_v1_dot_explain__pb2.ExplainRequest.SerializeToString,
             seqlens_dot_v1_dot_explain__pb2.ExplainResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StreamSequence(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/seqlens.v1.SequenceExplainer/StreamSequence',
+            seqlens_dot_v1_dot_sequence__pb2.SequenceChunkRequest.SerializeToString,
+            seqlens_dot_v1_dot_sequence__pb2.SequenceChunkResponse.FromString,
             options,
             channel_credentials,
             insecure,
