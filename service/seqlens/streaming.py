@@ -228,9 +228,7 @@ class StreamingPlane:
                 if ref.end:
                     self.table.end(seq)
         finally:
-            seq.users -= 1
-            seq.last_used = self.table.clock()
-            self._publish(name)
+            self._release(seq, name)
         self.metrics.chunk_duration.labels(name, "server").observe(time.perf_counter() - start)
         return outcome
 
@@ -277,10 +275,14 @@ class StreamingPlane:
                 if ref.end:
                     self.table.end(seq)
         finally:
-            seq.users -= 1
-            seq.last_used = self.table.clock()
-            self._publish(name)
+            self._release(seq, name)
         return result, ref.end
+
+    def _release(self, seq: LiveSequence, name: str) -> None:
+        """A call on ``seq`` is over: it may be evicted again once idle."""
+        seq.users -= 1
+        seq.last_used = self.table.clock()
+        self._publish(name)
 
     def _version_of(self, seq: LiveSequence, pinned: str) -> LoadedVersion:
         """The version holding ``seq``; a sequence whose version stopped serving is dropped."""

@@ -97,7 +97,11 @@ def stitch_states(explanations: list[Explanation]) -> StateSummary:
 class _SequenceBase:
     """What the blocking and asyncio sequence handles share: ids, flags, offsets."""
 
-    def __init__(self, model: str, version: str | None, sequence_id: SequenceId | None) -> None:
+    def __init__(self, stub: Any, model: str, version: str | None, sequence_id: SequenceId | None,
+                 metadata: tuple[tuple[str, str], ...], timeout: float | None) -> None:
+        self._stub = stub
+        self._metadata = metadata
+        self._timeout = timeout
         self.model = model
         self.version = version or ""
         self.id: SequenceId = sequence_id if sequence_id is not None else uuid.uuid4().hex
@@ -150,10 +154,7 @@ class SequenceStream(_SequenceBase):
 
     def __init__(self, stub: Any, model: str, version: str | None, sequence_id: SequenceId | None,
                  metadata: tuple[tuple[str, str], ...], timeout: float | None, stream: bool) -> None:
-        super().__init__(model, version, sequence_id)
-        self._stub = stub
-        self._metadata = metadata
-        self._timeout = timeout
+        super().__init__(stub, model, version, sequence_id, metadata, timeout)
         self._requests: queue.Queue[sequence_pb2.SequenceChunkRequest | None] | None = None
         self._call: Any = None
         if stream:
@@ -234,10 +235,7 @@ class AsyncSequenceStream(_SequenceBase):
 
     def __init__(self, stub: Any, model: str, version: str | None, sequence_id: SequenceId | None,
                  metadata: tuple[tuple[str, str], ...], timeout: float | None, stream: bool) -> None:
-        super().__init__(model, version, sequence_id)
-        self._stub = stub
-        self._metadata = metadata
-        self._timeout = timeout
+        super().__init__(stub, model, version, sequence_id, metadata, timeout)
         self._call: Any = stub.StreamSequence(timeout=timeout, metadata=metadata) if stream else None
 
     async def feed(self, chunk: SequenceLike, *, end: bool = False) -> Prediction:
