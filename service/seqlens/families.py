@@ -59,7 +59,7 @@ class SequenceModel(nn.Module):
     def __init__(self, config: ModelConfig, vocab_size: int | None = None) -> None:
         super().__init__()
         self.config = config
-        arch = config.architecture
+        arch = config.family
         self.embedding: nn.Embedding | None = None
         self.input_proj: nn.Linear | None = None
         if isinstance(config.input, TokenInput):
@@ -107,7 +107,7 @@ class SequenceModel(nn.Module):
 
     def final_features(self, top: list[Tensor], lengths: Tensor) -> Tensor:
         """Top layer outputs -> what the head reads: [B,T,H*dirs] per step or [B,H*dirs]."""
-        if self.config.architecture.head == "per_step":
+        if self.config.head == "per_step":
             return torch.cat(top, dim=2) if len(top) > 1 else top[0]
         parts = [last_real_step(top[0], lengths)]
         if len(top) > 1:
@@ -116,14 +116,14 @@ class SequenceModel(nn.Module):
 
     def apply_head(self, features: Tensor) -> Tensor:
         out = self.head(features)
-        if self.config.architecture.head == "horizon":
+        if self.config.head == "horizon":
             out = out * self.output_std + self.output_mean
         return out
 
     def forward_from_embedding(self, emb: Tensor, lengths: Tensor) -> Tensor:
         top = self.run_layers(emb, lengths)[-1]
         out = self.apply_head(self.final_features(top, lengths))
-        if self.config.architecture.head == "per_step":
+        if self.config.head == "per_step":
             # Zero the padding so that outputs never depend on it (and `lengths` stays
             # a graph input even for unidirectional taggers).
             t = torch.arange(out.shape[1], device=out.device).unsqueeze(0)

@@ -135,7 +135,7 @@ def _prepared_weights(module: SequenceModel) -> list[list[_Weights]]:
     cached = _PREPARED.get(module)
     if cached is not None and cached[0] == stamp:
         return cached[1]
-    arch = module.config.architecture
+    arch = module.config.family
     prepared = [[_direction_weights(arch.cell, rnn, arch.hidden_size) for rnn in cast(nn.ModuleList, rnns)]
                 for rnns in module.rnn]
     _PREPARED[module] = (stamp, prepared)
@@ -232,7 +232,7 @@ def _run_rnn(x: np.ndarray, w: _Weights, h_size: int, relu: bool) -> np.ndarray:
 
 def recompute(module: SequenceModel, inputs: np.ndarray, lengths: np.ndarray) -> list[list[DirectionTrace]]:
     """inputs [B,T] int64 or [B,T,F] float32, lengths [B] -> per layer, per direction, the trace."""
-    arch = module.config.architecture
+    arch = module.config.family
     cell, h_size = arch.cell, arch.hidden_size
     lengths = np.asarray(lengths, dtype=np.int64)
     with torch.no_grad():

@@ -54,6 +54,9 @@ class ModelDescription:
     max_batch: int
     max_explain_work: int
     max_steps: int
+    kind: str = ""  # "family" or "onnx"
+    attribution_width: int = 0
+    recurrent_ops: list[str] = field(default_factory=list)
 
 
 def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:

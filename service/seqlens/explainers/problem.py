@@ -25,7 +25,8 @@ from .targets import OutputSpace, ResolvedTarget, select, select_numpy
 class Problem:
     def __init__(self, loaded: LoadedVersion, values: np.ndarray, target: ResolvedTarget, baseline: Baseline,
                  *, chunk_elements: int, control: WorkControl | None = None) -> None:
-        self.module = loaded.torch_module
+        self.module = loaded.torch_module  # the family module or a graph's replay: same interface
+        self.width = loaded.attribution_width  # E of the attribution layer
         self.onnx = loaded.onnx
         self.config = loaded.config
         self.values = values  # token ids [T] int64 or features [T,F] float32
@@ -65,8 +66,7 @@ class Problem:
     @property
     def rows_per_chunk(self) -> int:
         """Rows per pass so that rows x T x E stays within ``chunk_elements``."""
-        width = self.config.architecture.embedding_dim
-        return max(1, self.chunk_elements // (self.length * width))
+        return max(1, self.chunk_elements // (self.length * self.width))
 
     def forward(self, rows: Tensor) -> Tensor:
         """Rows at the attribution layer [N,T,D] -> the target output of each row [N]."""

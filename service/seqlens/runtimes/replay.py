@@ -452,5 +452,13 @@ def attribution_width(module: ReplayModule, num_features: int) -> int:
     return int(emb.shape[2])
 
 
-__all__ = ["GraphNames", "Recorder", "ReplayGraph", "ReplayLimits", "ReplayModule", "SUPPORTED_OPS",
-           "attribution_width", "check_attribution_point"]
+__all__ = [
+    "SUPPORTED_OPS",
+    "GraphNames",
+    "Recorder",
+    "ReplayGraph",
+    "ReplayLimits",
+    "ReplayModule",
+    "attribution_width",
+    "check_attribution_point",
+]
