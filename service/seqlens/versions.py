@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .errors import ModelConfigError
+from .errors import ModelConfigError, ResourceExhausted
 from .families import SequenceModel
 from .runtimes.onnx import OnnxRuntime, load_onnx_model
 from .runtimes.replay import (
@@ -180,7 +180,10 @@ def load_version(path: Path, name: str, version: str, *, onnx_threads: int = 1,
         module = load_torch_module(config, version_file(path, WEIGHTS_FILE), vocab_size or None)
         onnx_rt = OnnxRuntime(onnx_path, intra_op_threads=onnx_threads)
         width = config.family.embedding_dim
-    diff = parity_diff(module, onnx_rt, config, vocab_size)
+    try:
+        diff = parity_diff(module, onnx_rt, config, vocab_size)
+    except ResourceExhausted as exc:  # a replay bound (loop trips, created tensor size) on probe inputs
+        raise ModelConfigError(f"probe run: {exc.message}") from None
     if diff > tolerance:
         runtime = "the replay of model.onnx" if config.is_graph else "torch"
         raise ModelConfigError(f"parity check failed: ONNX Runtime and {runtime} differ by {diff:.3g} "
@@ -203,7 +206,7 @@ def _load_graph(config: ModelConfig, onnx_path: Path, onnx_threads: int, limits:
     module = ReplayModule(graph, config)
     onnx_rt = OnnxRuntime(onnx_path, intra_op_threads=onnx_threads, model=model,
                           input_names=(spec.inputs, spec.lengths), output_name=spec.output,
-                          state_names=tuple(s.output for s in spec.states))
+                          state_names=tuple(s.output for s in spec.states), custom=True)
     check_attribution_point(graph, module.names)
     width = attribution_width(module, config.num_features)
     if config.is_tokens and config.training_mean is not None and len(config.training_mean) != width:

@@ -69,14 +69,14 @@ class OnnxRuntime:
     """One inference session over a self-contained ``model.onnx``.
 
     The built-in family's graphs take ``inputs``/``lengths`` and give ``outputs``; custom graphs
-    name theirs in ``model.yaml`` (``input_names``: token/feature input and lengths; ``output_name``;
-    ``state_names``: per-step state outputs, which the graph may give besides).
+    name theirs in ``model.yaml`` (``custom``; ``input_names``: token/feature input and lengths;
+    ``output_name``; ``state_names``: per-step state outputs; the graph may give more outputs).
     ``run`` is thread-safe (ONNX Runtime sessions allow concurrent ``run`` calls).
     """
 
     def __init__(self, path: Path, intra_op_threads: int = 1, *, model: onnx.ModelProto | None = None,
                  input_names: tuple[str, str] = INPUT_NAMES, output_name: str = OUTPUT_NAME,
-                 state_names: tuple[str, ...] = ()) -> None:
+                 state_names: tuple[str, ...] = (), custom: bool = False) -> None:
         if model is None:
             model = load_onnx_model(path)
         self.input_names = input_names
@@ -84,7 +84,7 @@ class OnnxRuntime:
         initialized = {t.name for t in model.graph.initializer}
         names = tuple(i.name for i in model.graph.input if i.name not in initialized)
         outputs = [o.name for o in model.graph.output]
-        if input_names == INPUT_NAMES and output_name == OUTPUT_NAME and not state_names:
+        if not custom:
             if names != INPUT_NAMES or outputs != [OUTPUT_NAME]:
                 raise ModelConfigError(
                     f"model.onnx must take inputs {list(INPUT_NAMES)} and give output [{OUTPUT_NAME!r}], "
