@@ -1,4 +1,4 @@
-"""``seqlens serve | export | build-demo | check``."""
+"""``seqlens serve | export | build | build-demo | check``."""
 
 from __future__ import annotations
 
@@ -88,6 +88,12 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_build(args: argparse.Namespace) -> int:
+    from .build.cli import run_build
+
+    return run_build(args)
+
+
 def _cmd_check(args: argparse.Namespace) -> int:
     from .registry import ModelRegistry, VersionState
     from .repository import ModelRepository
@@ -126,6 +132,13 @@ def main(argv: list[str] | None = None) -> int:
     export.add_argument("--output", type=Path, required=True, help="<repository>/<model>/<version>")
     export.add_argument("--force", action="store_true", help="replace the version if it exists")
     export.set_defaults(func=_cmd_export)
+
+    build = sub.add_parser("build", help="write a kind: onnx version from your own torch module (runs your code: "
+                                          "use it in your environment, never on the server)")
+    from .build.cli import add_build_arguments
+
+    add_build_arguments(build)
+    build.set_defaults(func=_cmd_build)
 
     check = sub.add_parser("check", help="load every version of a repository and report READY or why not")
     check.add_argument("repository", type=Path)
