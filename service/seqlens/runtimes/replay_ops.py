@@ -100,6 +100,11 @@ def _pow(a: Tensor, b: Tensor) -> Tensor:
     return out.to(a.dtype)
 
 
+def _mod(attrs: dict[str, Any], ctx: OpContext) -> Fn:
+    f = torch.fmod if int(attrs.get("fmod", 0)) else torch.remainder  # fmod=0: the divisor's sign
+    return lambda a, b: (f(a, b),)
+
+
 def _leaky_relu(attrs: dict[str, Any], ctx: OpContext) -> Fn:
     alpha = float(attrs.get("alpha", 0.01))
     return lambda x: (torch.nn.functional.leaky_relu(x, alpha),)
@@ -462,7 +467,7 @@ def _split_to_sequence(attrs: dict[str, Any], ctx: OpContext) -> Fn:
 
 OPS: dict[str, Builder] = {
     "Add": _binary(torch.add), "Sub": _binary(torch.sub), "Mul": _binary(torch.mul), "Div": _binary(_div),
-    "Pow": _binary(_pow), "Mod": _binary(torch.fmod), "MatMul": _binary(torch.matmul),
+    "Pow": _binary(_pow), "Mod": _mod, "MatMul": _binary(torch.matmul),
     "Equal": _binary(torch.eq), "Less": _binary(torch.lt), "LessOrEqual": _binary(torch.le),
     "Greater": _binary(torch.gt), "GreaterOrEqual": _binary(torch.ge),
     "And": _binary(torch.logical_and), "Or": _binary(torch.logical_or), "Xor": _binary(torch.logical_xor),
