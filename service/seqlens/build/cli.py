@@ -56,7 +56,7 @@ def load_user_module(spec: str, kwargs: dict[str, Any]) -> nn.Module:
         raise ValueError(f"{path.name} has no {attr!r}")
     module = factory(**kwargs)
     if not isinstance(module, nn.Module):
-        raise ValueError(f"{attr}(...) returned {type(module).__name__}, not a torch.nn.Module")
+        raise TypeError(f"{attr}(...) returned {type(module).__name__}, not a torch.nn.Module")
     return module
 
 
@@ -89,7 +89,7 @@ def run_build(args: argparse.Namespace) -> int:
             labels=[x.strip() for x in args.labels.split(",")] if args.labels else None,
             horizon=args.horizon, vocabulary=vocab, embedding=embedding, description=args.description,
             overwrite=args.force)
-    except (BuildError, FileExistsError, ValueError) as exc:
+    except (BuildError, FileExistsError, ValueError, TypeError) as exc:
         print(f"seqlens build: {exc}", file=sys.stderr)
         return 2
     print(report.summary())

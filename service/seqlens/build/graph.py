@@ -39,6 +39,9 @@ def export_onnx(module: nn.Module, example: tuple[Tensor, Tensor], *, per_step: 
         torch.onnx.export(module, example, buf, input_names=[INPUTS, LENGTHS],  # type: ignore[arg-type]
                           output_names=outputs, dynamic_axes=dynamic, opset_version=MIN_OPSET, dynamo=False)
     model = onnx.load_from_string(buf.getvalue())
+    if LENGTHS not in {i.name for i in model.graph.input}:
+        # The module ignores lengths and the exporter dropped the input; the server always feeds it.
+        model.graph.input.append(onnx.helper.make_tensor_value_info(LENGTHS, onnx.TensorProto.INT64, ["batch"]))
     if model.graph.output[0].name != OUTPUTS:
         raise BuildError(f"the exported graph's first output is {model.graph.output[0].name!r}, not {OUTPUTS!r}")
     return model

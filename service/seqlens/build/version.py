@@ -34,9 +34,8 @@ from .graph import (
     finish,
     name_embedding,
 )
+from .loop import FeaturesIn, OneHot
 from .protocols import (
-    FeaturesIn,
-    OneHot,
     State,
     eager_cell_rows,
     eager_sequence_rows,
