@@ -163,8 +163,9 @@ def _i(name: str, shape: list[int | str] | None = None) -> onnx.ValueInfoProto:
 @pytest.mark.parametrize("direction", ["forward", "reverse", "bidirectional"])
 @pytest.mark.parametrize("variant", [0, 1])
 def test_recurrent_ops_equal_onnx_runtime(op: str, direction: str, variant: int) -> None:
-    """All directions, sequence_lens, initial states, peepholes (LSTM), linear_before_reset 0/1
-    (GRU), Relu (RNN variant 1). Layout 1 (batch-major; ONNX Runtime has no kernel for it) must
+    """All directions, sequence_lens, initial states, peepholes and Y_c (LSTM variant 0: the step
+    loop; variant 1: PyTorch's fused kernel), linear_before_reset 0/1 (GRU; 1 is fused), Relu
+    (RNN variant 1). Layout 1 (batch-major; ONNX Runtime has no kernel for it) must
     equal layout 0 transposed."""
     rng = np.random.default_rng(7)
     d, hidden, n_in, steps, batch = (2 if direction == "bidirectional" else 1), 4, 3, 6, 3
@@ -181,10 +182,13 @@ def test_recurrent_ops_equal_onnx_runtime(op: str, direction: str, variant: int)
     names = ["x", "W", "R", "B", "lens", "h0"]
     inits = [numpy_helper.from_array(a, n) for a, n in ((w, "W"), (r, "R"), (b, "B"), (lens, "lens"), (h0, "h0"))]
     outs = ["Y", "Y_h"]
-    if op == "LSTM":
+    if op == "LSTM" and variant == 0:
         names += ["c0", "P"]
         inits += [numpy_helper.from_array(c0, "c0"), numpy_helper.from_array(p, "P")]
         outs.append("Y_c")
+    elif op == "LSTM":
+        names += ["c0"]
+        inits += [numpy_helper.from_array(c0, "c0")]
     if op == "GRU":
         attrs["linear_before_reset"] = variant
     if op == "RNN" and variant:

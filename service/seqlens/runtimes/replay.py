@@ -79,6 +79,7 @@ class _RunState:
 
 
 Env = dict[str, Any]
+_TRUE = torch.tensor(True)  # a Loop body's condition input while it runs
 
 
 @dataclass
@@ -157,10 +158,15 @@ class _Plan:
                 if name:
                     env[name] = value
 
-    def call(self, outer: Env, run: _RunState, values: list[Any]) -> list[Any]:
-        """Run the whole subgraph with its inputs bound to ``values``; its outputs."""
+    def bind(self, outer: Env) -> Env:
+        """The names a run of this subgraph starts with: what it reads outside, its constants."""
         env: Env = {n: outer[n] for n in self.free if n in outer}
         env.update(self.consts)
+        return env
+
+    def call(self, base: Env, run: _RunState, values: list[Any]) -> list[Any]:
+        """Run the whole subgraph from ``bind``'s names with its inputs bound to ``values``."""
+        env = base.copy()
         env.update(zip(self.inputs, values, strict=False))
         self.execute(env, self.steps, run)
         return [env[n] for n in self.outputs]
@@ -210,7 +216,8 @@ class _Builder:
             fn, free = _control(op, attrs, self, depth + 1, where, len(outputs))
             return _Step(fn, inputs, outputs, deps | free, op, where, 2)
         if op in RECURRENT_OPS:
-            return _Step(build_recurrent(op, attrs, where), inputs, outputs, deps, op, where, 1)
+            want_cell = len(outputs) > 2 and bool(outputs[2])
+            return _Step(build_recurrent(op, attrs, where, want_cell), inputs, outputs, deps, op, where, 1)
         fn = OPS[op](attrs, OpContext(where))
         if op == "Split":
             fn.n_outputs = len(outputs)  # type: ignore[attr-defined]
@@ -239,7 +246,8 @@ def _control(op: str, attrs: dict[str, Any], builder: _Builder, depth: int, wher
         else_p = _Plan(attrs["else_branch"], builder, depth, f"{where} else_branch")
 
         def run_if(env: Env, run: _RunState, cond: Tensor) -> list[Any]:
-            return (then_p if bool(cond.reshape(-1)[0]) else else_p).call(env, run, [])
+            branch = then_p if bool(cond.reshape(-1)[0]) else else_p
+            return branch.call(branch.bind(env), run, [])
         return run_if, then_p.free | else_p.free
 
     body = _Plan(attrs["body"], builder, depth, f"{where} body")
@@ -253,13 +261,13 @@ def _control(op: str, attrs: dict[str, Any], builder: _Builder, depth: int, wher
             scans: list[list[Any]] = [[] for _ in range(len(body.outputs) - 1 - n_carried)]
             keep = True if cond is None else bool(cond.reshape(-1)[0])
             i = 0
+            base = body.bind(env)
             try:
                 while keep and (trips is None or i < trips):
                     if trips is None and (i + 1) * saved > run.limits.max_loop_iterations:
                         raise ResourceExhausted(f"{where}: loop ran past the replay's bound of "
                                                 f"{run.limits.max_loop_iterations} iterations per run")
-                    outs = body.call(env, run, [torch.tensor(i, dtype=torch.int64),
-                                                torch.tensor(keep), *carried])
+                    outs = body.call(base, run, [torch.scalar_tensor(i, dtype=torch.int64), _TRUE, *carried])
                     keep = bool(outs[0].reshape(-1)[0])
                     carried = outs[1:1 + n_carried]
                     for acc, v in zip(scans, outs[1 + n_carried:], strict=True):
@@ -285,10 +293,11 @@ def _control(op: str, attrs: dict[str, Any], builder: _Builder, depth: int, wher
         steps = int(xs[0].shape[axes[0]])
         saved = run.enter(steps, where)
         outs_acc: list[list[Tensor]] = [[] for _ in range(n_scan_out)]
+        base = body.bind(env)
         try:
             for t in range(steps):
                 slices = [x.select(a, steps - 1 - t if d else t) for x, a, d in zip(xs, axes, in_dirs, strict=True)]
-                outs = body.call(env, run, [*states, *slices])
+                outs = body.call(base, run, [*states, *slices])
                 states = outs[:n_state]
                 for acc, v in zip(outs_acc, outs[n_state:], strict=True):
                     acc.append(v)

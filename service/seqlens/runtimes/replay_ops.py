@@ -303,6 +303,8 @@ def _gather(attrs: dict[str, Any], ctx: OpContext) -> Fn:
 
     def run(x: Tensor, idx: Tensor) -> tuple[Tensor]:
         a = _axis(axis, x.dim())
+        if idx.dim() == 0:  # one index (a time step in a loop body): a view, cheaper both ways
+            return (x.select(a, int(idx)),)
         dim = x.shape[a]
         idx = idx.to(torch.int64)
         idx = torch.where(idx < 0, idx + dim, idx)

@@ -6,6 +6,11 @@ a sequence's length keep the state and give zero outputs, a reverse direction st
 sequence's own last step); ``initial_h``/``initial_c``; LSTM peepholes ``P [D,3H]`` (i,o,f),
 ``input_forget``, ``clip``; GRU ``linear_before_reset``; ``layout`` 0 (time-major) or 1.
 Recorded gates use the summaries' names: LSTM i,f,g,o and GRU r,z,n (PyTorch's order).
+
+Without a recorder, ops PyTorch's fused kernels compute exactly (default activations, no clip,
+no peepholes or input_forget, GRU with linear_before_reset=1) run on them: weights permuted to
+PyTorch's gate order, each direction as one forward pass (a reverse direction on each sequence
+reversed within its length). A Python step loop costs ~10x that at T = 128.
 """
 
 from __future__ import annotations
@@ -48,7 +53,46 @@ class Recorder:
     ops_seen: int = 0
 
 
-def build_recurrent(op: str, attrs: dict[str, Any], where: str) -> Callable[..., tuple[Tensor | None, ...]]:
+# ONNX gate blocks -> PyTorch's order: LSTM i,o,f,c -> i,f,g(c),o; GRU z,r,h -> r,z,n.
+_TORCH_BLOCKS = {"LSTM": (0, 2, 3, 1), "GRU": (1, 0, 2), "RNN": (0,)}
+_FUSED = {"LSTM": "lstm", "GRU": "gru", "rnn_tanh": "rnn_tanh", "rnn_relu": "rnn_relu"}
+
+
+def _reverse_within_length(x: Tensor, lengths: Tensor | None) -> Tensor:
+    """Time-major x [T,B,...]: each sequence reversed within its length, padding left in place."""
+    if lengths is None:
+        return x.flip(0)
+    t = torch.arange(x.shape[0]).unsqueeze(1)  # [T,1]
+    n = lengths.to(torch.int64).unsqueeze(0)  # [1,B]
+    idx = torch.where(t < n, n - 1 - t, t)  # [T,B]
+    return x.gather(0, idx.reshape(*idx.shape, *([1] * (x.dim() - 2))).expand_as(x))
+
+
+def _torch_rows(t: Tensor, op: str, hidden: int) -> Tensor:
+    blocks = _TORCH_BLOCKS[op]
+    if len(blocks) == 1:
+        return t
+    return torch.cat([t[b * hidden:(b + 1) * hidden] for b in blocks])
+
+
+def _fused_direction(op: str, cell: str, x: Tensor, w: Tensor, r: Tensor, b: Tensor | None, h0: Tensor,
+                     c0: Tensor | None, hidden: int) -> tuple[Tensor, Tensor, Tensor | None]:
+    """One forward pass over x [T,B,I] on PyTorch's kernel -> (y [T,B,H], h_T, c_T)."""
+    g = _GATES[op]
+    params = [_torch_rows(w, op, hidden), _torch_rows(r, op, hidden)]
+    if b is not None:
+        params += [_torch_rows(b[: g * hidden], op, hidden), _torch_rows(b[g * hidden:], op, hidden)]
+    fn = getattr(torch._VF, _FUSED[cell if op == "RNN" else op])
+    if op == "LSTM":
+        assert c0 is not None
+        y, h, c = fn(x, (h0[None], c0[None]), params, b is not None, 1, 0.0, False, False, False)
+        return y, h[0], c[0]
+    y, h = fn(x, h0[None], params, b is not None, 1, 0.0, False, False, False)
+    return y, h[0], None
+
+
+def build_recurrent(op: str, attrs: dict[str, Any], where: str,
+                    want_cell: bool = False) -> Callable[..., tuple[Tensor | None, ...]]:
     hidden = int(attrs.get("hidden_size", 0))
     if hidden < 1:
         raise ModelConfigError(f"{where}: {op} needs the hidden_size attribute")
@@ -75,6 +119,9 @@ def build_recurrent(op: str, attrs: dict[str, Any], where: str) -> Callable[...,
         cell = "rnn_relu" if act == "relu" else "rnn_tanh"
     else:
         cell = op.lower()
+    default_acts = names == _DEFAULTS[op] * len(dirs) or (op == "RNN" and all(n.lower() == act for n in names)
+                                                          and act in ("tanh", "relu"))
+    fusable = default_acts and clip is None and not input_forget and (op != "GRU" or lbr)
 
     def run(x: Tensor, w: Tensor, r: Tensor, b: Tensor | None = None, seq_lens: Tensor | None = None,
             h0: Tensor | None = None, c0: Tensor | None = None, p: Tensor | None = None,
@@ -90,6 +137,8 @@ def build_recurrent(op: str, attrs: dict[str, Any], where: str) -> Callable[...,
         mask = None
         if seq_lens is not None and not bool((seq_lens == steps).all()):
             mask = (torch.arange(steps)[:, None] < seq_lens.to(torch.int64)[None, :]).unsqueeze(-1)  # [T,B,1]
+        if recorder is None and fusable and p is None and not (want_cell and mask is not None):
+            return fused(x, w, r, b, seq_lens if mask is not None else None, h0, c0, mask)
         ys, hs, cs = [], [], []
         for k, d in enumerate(dirs):
             bias = b[k] if b is not None else None
@@ -139,6 +188,33 @@ def build_recurrent(op: str, attrs: dict[str, Any], where: str) -> Callable[...,
                     _np(torch.stack(gates).permute(2, 1, 0, 3)) if op != "RNN"  # type: ignore[arg-type]
                     else np.empty((batch, 0, steps, hidden), dtype=np.float32)))
         y_all = torch.stack(ys, 1)  # [T,D,B,H]
+        y_h, y_c = torch.stack(hs), torch.stack(cs)
+        if layout == 1:
+            y_all, y_h, y_c = y_all.permute(2, 0, 1, 3), y_h.transpose(0, 1), y_c.transpose(0, 1)
+        return (y_all, y_h, y_c) if op == "LSTM" else (y_all, y_h)
+
+    def fused(x: Tensor, w: Tensor, r: Tensor, b: Tensor | None, lens: Tensor | None, h0: Tensor | None,
+              c0: Tensor | None, mask: Tensor | None) -> tuple[Tensor | None, ...]:
+        batch = x.shape[1]
+        ys, hs, cs = [], [], []
+        for k, d in enumerate(dirs):
+            h_init = h0[k] if h0 is not None else x.new_zeros(batch, hidden)
+            c_init = (c0[k] if c0 is not None else x.new_zeros(batch, hidden)) if op == "LSTM" else None
+            src = _reverse_within_length(x, lens) if d == 1 else x
+            y, h_last, c_last = _fused_direction(op, cell, src, w[k], r[k], b[k] if b is not None else None,
+                                                 h_init, c_init, hidden)
+            if lens is not None:  # the state at each sequence's own last step; zero outputs after it
+                n = lens.to(torch.int64)
+                last = y.gather(0, (n - 1).clamp(min=0).view(1, -1, 1).expand(1, -1, hidden))[0]
+                h_last = torch.where((n > 0).unsqueeze(1), last, h_init)
+            if d == 1:
+                y = _reverse_within_length(y, lens)
+            if mask is not None:
+                y = torch.where(mask, y, torch.zeros_like(y))
+            ys.append(y)
+            hs.append(h_last)
+            cs.append(c_last if c_last is not None else h_last)
+        y_all = torch.stack(ys, 1)
         y_h, y_c = torch.stack(hs), torch.stack(cs)
         if layout == 1:
             y_all, y_h, y_c = y_all.permute(2, 0, 1, 3), y_h.transpose(0, 1), y_c.transpose(0, 1)
