@@ -11,7 +11,8 @@ Rows (medians of alternating A/B runs, ratio A/B):
   where seqlens set no flags (torch's default threads), timed there per call:
   LayerIntegratedGradients at ``model.embedding`` (attention over nn.LSTM) or
   IntegratedGradients on the one-hot input (MyRNN's functional Gather); "max rel diff"
-  compares the per-step scores.
+  compares the per-step scores. A second Captum worker on one thread shows how much of the gap
+  is torch's default threads fighting for a busy machine's cores.
 Models (random weights, exported by the TorchScript exporter as a user would): MyRNN (the
 issue's cell, hidden 128, a scripted loop -> ONNX Loop) and attention pooling over nn.LSTM
 64 -> 128.
@@ -109,6 +110,7 @@ def eager_embed(c: Custom, ids: torch.Tensor) -> torch.Tensor:
 
 
 def fwd_bwd_rows(c: Custom, repeats: int) -> None:
+    """Both sides on the same thread count (set by ``main``)."""
     m = replay_of(c)
     rng = np.random.default_rng(0)
     for batch in (1, 32):
@@ -173,8 +175,9 @@ def captum_worker() -> None:
 
 
 class CaptumProcess:
-    def __init__(self) -> None:
-        self.proc = subprocess.Popen([sys.executable, __file__, "--captum-worker"], stdin=subprocess.PIPE,
+    def __init__(self, threads: int = 0) -> None:
+        extra = ["--threads", str(threads)] if threads else []
+        self.proc = subprocess.Popen([sys.executable, __file__, "--captum-worker", *extra], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, text=True)
 
     def run(self, name: str) -> tuple[float, np.ndarray, int]:
@@ -227,12 +230,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--captum-worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--threads", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.captum_worker:
+        if args.threads:
+            torch.set_num_threads(args.threads)
         captum_worker()
         return
     customs = make_customs()
-    worker = CaptumProcess()
+    workers = [CaptumProcess(), CaptumProcess(threads=1)]
     torch.set_num_threads(1)  # fwd+bwd rows: both sides on one thread, as the server runs gradients
     print(f"torch {torch.__version__}")
     print("| model | what | A: seqlens (replay) | B: eager torch / Captum | A/B | check |")
@@ -247,11 +253,13 @@ def main() -> None:
             server = Server(root)
             try:
                 for c in customs:
-                    ig_row(c, server, worker, args.repeats)
+                    for worker in workers:
+                        ig_row(c, server, worker, args.repeats)
             finally:
                 server.close()
     finally:
-        worker.close()
+        for worker in workers:
+            worker.close()
 
 
 if __name__ == "__main__":

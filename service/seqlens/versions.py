@@ -46,6 +46,10 @@ class LoadedVersion:
     extras: dict[str, object] = field(default_factory=dict)  # per-version caches (e.g. PCA)
     attribution_width: int = 0  # E of the attribution tensor [T,E] (embedding or feature width)
 
+    def __post_init__(self) -> None:
+        if not self.attribution_width and not self.config.is_graph:
+            self.attribution_width = self.config.family.embedding_dim
+
     @property
     def kind(self) -> str:
         return "onnx" if self.config.is_graph else "family"
