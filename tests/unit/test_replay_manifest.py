@@ -87,7 +87,7 @@ def test_token_ids_read_besides_the_embedding_are_refused(tmp_path: Path) -> Non
         node.output[:] = ["raw" if o == "outputs" else o for o in node.output]
     model.graph.node.extend([
         helper.make_node("Cast", ["inputs"], ["ids_f"], to=onnx.TensorProto.FLOAT),
-        helper.make_node("ReduceSum", ["ids_f"], ["ids_sum"], keepdims=1, axes=[1]),
+        helper.make_node("ReduceSum", ["ids_f"], ["ids_sum"], keepdims=0),
         helper.make_node("Add", ["raw", "ids_sum"], ["outputs"]),
     ])
     att.onnx_bytes = model.SerializeToString()
