@@ -16,6 +16,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
+import yaml
 from safetensors.torch import save_file
 from seqlens import build_version, load_model
 from seqlens.build import BuildError
@@ -155,8 +156,10 @@ def test_tuple_state_tagger_over_features(tmp_path: Path) -> None:
     report = build_version(cell, tmp_path, "tagger", task="tagging", input=FeatureInput(feature_names=["a", "b", "c"]),
                            max_length=30, labels=["w", "x", "y", "z"], initial_state=init)
     assert max(report.onnx_vs_eager.values()) <= 1e-4
-    text = (tmp_path / "tagger" / "1" / "model.yaml").read_text()
-    assert "kind: onnx" in text and "attribute_at: input" in text
+    manifest = yaml.safe_load((tmp_path / "tagger" / "1" / "model.yaml").read_text())
+    assert manifest["architecture"] == {"kind": "onnx"}
+    assert manifest["graph"]["attribute_at"] == "input" and manifest["graph"]["causal"] is True
+    assert manifest["graph"]["states"] == [{"output": "states", "slices": {"hidden": [0, 5], "cell": [5, 10]}}]
     session = ort.InferenceSession(str(tmp_path / "tagger" / "1" / "model.onnx"))
     x = np.random.default_rng(0).standard_normal((2, 13, 3)).astype(np.float32)
     out, states = session.run(None, {"inputs": x, "lengths": np.array([13, 6])})
@@ -168,6 +171,50 @@ def test_tuple_state_tagger_over_features(tmp_path: Path) -> None:
             np.testing.assert_allclose(out[1, t], o[0].numpy(), atol=1e-5)
             np.testing.assert_allclose(states[1, t], torch.cat([h, c], 1)[0].numpy(), atol=1e-5)
     np.testing.assert_allclose(states[1, 6:], np.broadcast_to(states[1, 5], (7, 10)), atol=0)  # frozen
+
+
+class EmbeddedTanhCell(nn.Module):
+    """A cell fed through the user's own nn.Embedding (not one-hot)."""
+
+    def __init__(self, vocab: int, fused: bool = False) -> None:
+        super().__init__()
+        self.embedding = nn.Embedding(vocab, 4)
+        self.step = nn.GRUCell(4, 6) if fused else nn.Linear(4 + 6, 6)
+        self.fused = fused
+        self.out = nn.Linear(6, 3)
+
+    def forward(self, x: Tensor, h: Tensor) -> tuple[Tensor, Tensor]:
+        h = self.step(x, h) if self.fused else torch.tanh(self.step(torch.cat([x, h], 1)))
+        return self.out(h), h
+
+
+def test_cell_through_a_user_embedding(tmp_path: Path) -> None:
+    torch.manual_seed(6)
+    cell = EmbeddedTanhCell(len(DNA))
+    build_version(cell, tmp_path, "emb", task="classification", input=TokenInput(tokenizer="char"),
+                  max_length=30, labels=LABELS, vocabulary=DNA, embedding=cell.embedding,
+                  initial_state=torch.zeros(1, 6))
+    model = onnx.load(str(tmp_path / "emb" / "1" / "model.onnx"))
+    [gather] = [n for n in model.graph.node if "embedded" in n.output]
+    inits = {i.name: onnx.numpy_helper.to_array(i) for i in model.graph.initializer}
+    np.testing.assert_allclose(inits[gather.input[0]], cell.embedding.weight.detach().numpy())
+    loaded = load_model(tmp_path, "emb")
+    ids = [2, 5, 5, 3, 4]
+    h = torch.zeros(1, 6)
+    with torch.no_grad():
+        for i in ids:
+            out, h = cell(cell.embedding(torch.tensor([i])), h)
+    np.testing.assert_allclose(loaded.onnx.run(np.array([ids + [0, 0]]), np.array([5]))[0], out[0].numpy(),
+                               atol=1e-5)
+
+
+def test_fused_cell_is_refused_with_the_way_out(tmp_path: Path) -> None:
+    cell = EmbeddedTanhCell(len(DNA), fused=True)
+    with pytest.raises(BuildError, match=r"ONNX export failed: .*write the gates with nn.Linear"):
+        build_version(cell, tmp_path, "fused", task="classification", input=TokenInput(tokenizer="char"),
+                      max_length=30, labels=LABELS, vocabulary=DNA, embedding=cell.embedding,
+                      initial_state=torch.zeros(1, 6))
+    assert not (tmp_path / "fused").exists()
 
 
 class AttentionOverLSTM(nn.Module):

@@ -36,8 +36,14 @@ def export_onnx(module: nn.Module, example: tuple[Tensor, Tensor], *, per_step: 
     buf = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer warnings
-        torch.onnx.export(module, example, buf, input_names=[INPUTS, LENGTHS],  # type: ignore[arg-type]
-                          output_names=outputs, dynamic_axes=dynamic, opset_version=MIN_OPSET, dynamo=False)
+        try:
+            torch.onnx.export(module, example, buf, input_names=[INPUTS, LENGTHS],  # type: ignore[arg-type]
+                              output_names=outputs, dynamic_axes=dynamic, opset_version=MIN_OPSET, dynamo=False)
+        except torch.onnx.errors.OnnxExporterError as exc:
+            raise BuildError(
+                f"ONNX export failed: {str(exc).splitlines()[0][:300]}. Inside the cell protocol's loop the "
+                "exporter knows no static sizes, so fused cells (nn.GRUCell, nn.LSTMCell) do not export: write "
+                "the gates with nn.Linear, or use the sequence protocol with nn.GRU/nn.LSTM") from None
     model = onnx.load_from_string(buf.getvalue())
     if LENGTHS not in {i.name for i in model.graph.input}:
         # The module ignores lengths and the exporter dropped the input; the server always feeds it.
