@@ -23,7 +23,7 @@ def test_bio_demo_is_ready_custom_graph_and_beats_its_baseline(demo_repository: 
                                                                name: str) -> None:
     with Client(demo_server.target, timeout=60) as client:
         info = client.get_model(name)
-    assert [(v.version, v.state) for v in info.versions] == [("1", "READY")]
+    assert [(v.version, v.state) for v in info.versions] == [("1", "ready")]
     assert info.architecture.kind == "onnx"
     metrics = json.loads((demo_repository / "metrics.json").read_text())[name]
     assert metrics["test_rows"] > 500
