@@ -314,3 +314,32 @@ def test_load_rules_name_what_they_refuse() -> None:
     with pytest.raises(ModelConfigError, match="more than 20 nodes"):
         ReplayGraph(many, ReplayLimits(max_nodes=20))
     assert ReplayGraph(many).run({"x0": torch.ones(1)})["x50"].item() == 1.0
+
+
+def test_sequence_and_index_ops_equal_onnx_runtime() -> None:
+    """SplitToSequence/SequenceAt/SequenceLength/ConcatFromSequence, Mod (both signs), GatherElements,
+    ScatterND, Einsum, CastLike, ArgMax, Size."""
+    c = [numpy_helper.from_array(np.array(v, dtype=np.int64), n) for n, v in (
+        ("pos", -1), ("gidx", [[0, 2, 1], [1, 1, 0]]), ("sidx", [[0, 1], [1, 0]]), ("three", 3))]
+    c.append(numpy_helper.from_array(np.array([9.0, 8.0], dtype=np.float32), "upd"))
+    nodes = [
+        helper.make_node("SplitToSequence", ["x"], ["seq"], axis=1, keepdims=0),
+        helper.make_node("SequenceAt", ["seq", "pos"], ["last"]),
+        helper.make_node("SequenceLength", ["seq"], ["n"]),
+        helper.make_node("ConcatFromSequence", ["seq"], ["stacked"], axis=0, new_axis=1),
+        helper.make_node("Mod", ["ints", "three"], ["mod"]),
+        helper.make_node("Mod", ["x", "x2"], ["fmod"], fmod=1),
+        helper.make_node("GatherElements", ["x", "gidx"], ["ge"], axis=1),
+        helper.make_node("ScatterND", ["x", "sidx", "upd"], ["sn"]),
+        helper.make_node("Einsum", ["x", "x"], ["es"], equation="ij,kj->ik"),
+        helper.make_node("CastLike", ["ints", "x"], ["cl"]),
+        helper.make_node("ArgMax", ["x"], ["am"], axis=1, keepdims=0),
+        helper.make_node("Size", ["x"], ["sz"]),
+    ]
+    outs = ["last", "n", "stacked", "mod", "fmod", "ge", "sn", "es", "cl", "am", "sz"]
+    model = _model(nodes, [_f("x", [2, 4]), _f("x2", [2, 4]), _i("ints", [5])], outs, c)
+    rng = np.random.default_rng(3)
+    feeds = {"x": rng.normal(size=(2, 4)).astype(np.float32),
+             "x2": (rng.uniform(0.5, 2.0, size=(2, 4)) * rng.choice([-1, 1], size=(2, 4))).astype(np.float32),
+             "ints": np.array([-7, -1, 0, 4, 11], dtype=np.int64)}
+    _both(model, feeds, outs)
