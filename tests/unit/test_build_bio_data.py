@@ -15,7 +15,7 @@ def test_splice_rows_classes_and_the_known_dinucleotides() -> None:
     ei = [s for s, y in zip(seqs, labels, strict=True) if D.SPLICE_LABELS[y] == "EI"]
     ie = [s for s, y in zip(seqs, labels, strict=True) if D.SPLICE_LABELS[y] == "IE"]
     assert sum(s[30:32] == "GT" for s in ei) == 759  # positions 31-32, 1-based
-    assert sum(s[28:30] == "AG" for s in ie) == 764  # of 768 (the source README says 761/765)
+    assert sum(s[28:30] == "AG" for s in ie) == 764  # of 768 (data/PROVENANCE.md)
     assert sum(any(c not in "ACGT" for c in s) for s in seqs) == 15
 
 
