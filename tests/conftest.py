@@ -15,7 +15,7 @@ from seqlens.grpc.server import SeqlensServer
 
 @pytest.fixture(scope="session")
 def demo_repository() -> Path:
-    """The trained demo repository (sentiment, vowels, airline, sunspots, ner), built on first use.
+    """The trained demo repository (sentiment, vowels, airline, sunspots, ner, splice, peptides), built on first use.
 
     Cached under SEQLENS_CACHE_DIR (default ~/.cache/seqlens) keyed by the demo build's
     inputs, so later sessions reuse it.

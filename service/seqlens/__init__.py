@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .build import build_version
 from .export import export_model
 from .repository import ModelRepository
 from .versions import LoadedVersion, load_version
@@ -26,4 +27,4 @@ def demo_repository_path() -> Path:
     return ensure_demo_repository()
 
 
-__all__ = ["LoadedVersion", "__version__", "demo_repository_path", "export_model", "load_model"]
+__all__ = ["LoadedVersion", "__version__", "build_version", "demo_repository_path", "export_model", "load_model"]

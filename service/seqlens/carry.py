@@ -58,7 +58,7 @@ class ChunkResult:
 
 def state_layout(config: ModelConfig) -> list[tuple[str, tuple[int, ...]]]:
     """Names and shapes of the state tensors of the built-in family, in layer order."""
-    arch = config.architecture
+    arch = config.family
     parts = ("h", "c") if arch.cell == "lstm" else ("h",)
     return [(f"layer{layer}.forward.{p}", (arch.hidden_size,)) for layer in range(arch.num_layers) for p in parts]
 
@@ -69,7 +69,7 @@ def require_streamable(loaded: LoadedVersion) -> None:
         raise FailedPrecondition(
             f"model {loaded.name!r} version {loaded.version} does not expose a recurrent state; "
             "only built-in family models can be fed in chunks")
-    if loaded.config.architecture.bidirectional:
+    if loaded.config.family.bidirectional:
         raise FailedPrecondition(
             f"model {loaded.name!r} is bidirectional: its backward direction reads each sequence from its "
             "end, so it cannot be fed in chunks; send the whole sequence in one call")
@@ -113,7 +113,7 @@ def check_state(loaded: LoadedVersion, state: CarriedState, where: str) -> Carri
 def stack_states(loaded: LoadedVersion, states: list[CarriedState]) -> LayerStates:
     """Per-sequence states -> the module's per-layer batched tensors ([B,H] each)."""
     names = [name for name, _ in state_layout(loaded.config)]
-    per = 2 if loaded.config.architecture.cell == "lstm" else 1
+    per = 2 if loaded.config.family.cell == "lstm" else 1
     batched = [torch.from_numpy(np.stack([s.tensors[n] for s in states])) for n in names]
     return [tuple(batched[i:i + per]) for i in range(0, len(batched), per)]
 
@@ -191,13 +191,13 @@ def _run_onnx(loaded: LoadedVersion, rt: StatefulOnnx, chunks: list[Chunk]) -> l
 
 
 def _run_torch(loaded: LoadedVersion, chunks: list[Chunk]) -> list[ChunkResult]:
-    module = loaded.torch_module
+    module = loaded.family_module
     inputs, lengths = pad_batch([c.values for c in chunks])
     with torch.no_grad():
         out, finals = module.forward_with_state(torch.from_numpy(inputs), torch.from_numpy(lengths),
                                                 stack_states(loaded, [c.state for c in chunks]))
     outs = out.numpy()
-    per_step = loaded.config.architecture.head == "per_step"
+    per_step = loaded.config.head == "per_step"
     states = unstack_states(loaded, finals, [c.state.steps + int(n) for c, n in zip(chunks, lengths)])
     return [ChunkResult(np.array(outs[i, : int(lengths[i])] if per_step else outs[i]), states[i])
             for i in range(len(chunks))]

@@ -1,4 +1,4 @@
-"""``seqlens serve | export | build-demo | check``."""
+"""``seqlens serve | export | build | build-demo | check``."""
 
 from __future__ import annotations
 
@@ -104,6 +104,12 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_build(args: argparse.Namespace) -> int:
+    from .build.cli import run_build
+
+    return run_build(args)
+
+
 def _cmd_check(args: argparse.Namespace) -> int:
     from .registry import ModelRegistry, VersionState
     from .repository import ModelRepository
@@ -144,6 +150,13 @@ def main(argv: list[str] | None = None) -> int:
     export.add_argument("--overwrite", "--force", dest="force", action="store_true",
                         help="replace the version folder if it exists (it may be serving)")
     export.set_defaults(func=_cmd_export)
+
+    build = sub.add_parser("build", help="write a kind: onnx version from your own torch module (runs your code: "
+                                          "use it in your environment, never on the server)")
+    from .build.cli import add_build_arguments
+
+    add_build_arguments(build)
+    build.set_defaults(func=_cmd_build)
 
     check = sub.add_parser("check", help="load every version of a repository and report READY or why not")
     check.add_argument("repository", type=Path)

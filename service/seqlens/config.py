@@ -42,6 +42,13 @@ class Settings(BaseSettings):
     parity_tolerance: float = Field(1e-4, gt=0, description="Max |ONNX - torch| on probe inputs for READY.")
     max_length: int = Field(4096, ge=1, description="Server-wide cap on sequence length (models may set less).")
     max_batch: int = Field(256, ge=1, description="Most sequences in one Predict/ModelInfer request.")
+    # Custom graphs (architecture.kind: onnx): what model.onnx may ask of the replay (docs/custom-graphs.md).
+    graph_max_nodes: int = Field(20_000, ge=1, description="Custom graphs: most nodes, subgraphs included.")
+    graph_max_initializer_bytes: int = Field(1 << 30, ge=1,
+                                             description="Custom graphs: most bytes of initializers and constants.")
+    graph_max_depth: int = Field(4, ge=0, description="Custom graphs: deepest nesting of Loop/Scan/If bodies.")
+    graph_max_loop_iterations: int = Field(
+        1 << 20, ge=1, description="Custom graphs: most loop iterations per run (nested trip counts multiplied).")
 
     # --- runtimes and batching -----------------------------------------------------
     # Defaults from `bench/bench_predict.py --threads` on the 2-core VM (docs: ops notes). ONNX

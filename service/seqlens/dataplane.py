@@ -104,7 +104,7 @@ class DataPlane:
                 queue_stage.observe(wait)
 
         batcher = DynamicBatcher(name, loaded.onnx.run, self.predict_pool,
-                                 per_step=loaded.config.architecture.head == "per_step",
+                                 per_step=loaded.config.head == "per_step",
                                  policy=self.batch_policy, observer=observe)
         loaded.extras[_BATCHER] = batcher
         return batcher
@@ -132,7 +132,7 @@ class DataPlane:
 
     def get_model(self, name: str) -> ModelDescription:
         from .explainers import available_methods
-        from .summaries import available_summaries
+        from .summaries import available_for
 
         recs = self.registry.model_records(name)
         default = self.registry.default_version(name) or ""
@@ -144,9 +144,12 @@ class DataPlane:
             name=name, default_version=default, records=recs, config=config,
             vocab_size=loaded.vocab_size if loaded else 0,
             special_tokens=loaded.tokenizer.special_tokens if loaded and loaded.tokenizer else [],
-            num_parameters=sum(p.numel() for p in loaded.torch_module.parameters()) if loaded else 0,
+            num_parameters=loaded.num_parameters if loaded else 0,
             attribution_methods=available_methods(config) if config else [],
-            state_summaries=available_summaries(config) if config else [],
+            state_summaries=available_for(loaded) if loaded else [],
+            kind=loaded.kind if loaded else "",
+            attribution_width=loaded.attribution_width if loaded else 0,
+            recurrent_ops=list(loaded.replay.graph.recurrent_ops) if loaded and loaded.config.is_graph else [],
             max_length=max_length_for(loaded, self.settings.max_length) if loaded else 0,
             min_length=(config.min_length or 1) if config else 0,
             max_batch=self.settings.max_batch, max_explain_work=self.settings.max_explain_work,

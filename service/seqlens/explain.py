@@ -141,10 +141,11 @@ def explain(loaded: LoadedVersion, request: ExplainRequest, settings: Settings,
         ctx = PlanContext(length=enc.length, num_features=config.num_features, is_tokens=config.is_tokens,
                           max_steps=settings.max_steps, baseline_kind=baseline.kind,
                           baseline_replaces_ids=baseline.replaces_ids,
-                          bidirectional=config.architecture.bidirectional)
+                          # perturbations that cannot start from cached states run on ONNX Runtime
+                          bidirectional=not config.starts_late)
         plans = plan_methods(request, ctx, settings)
         if request.state is not None and request.state.enabled:
-            summaries.resolve_summaries(config, request.state)  # bad names fail before any work
+            summaries.resolve_for(loaded, request.state)  # bad names fail before any work
     stateful = request.initial_state is not None or request.return_state
     initial: CarriedState | None = None
     final: CarriedState | None = None

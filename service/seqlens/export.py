@@ -39,7 +39,7 @@ def export_onnx_bytes(module: SequenceModel) -> bytes:
     """Trace ``module`` with dynamic batch and time axes; example batch >= 2 (see pitfalls)."""
     config = module.config
     x, lengths = probe_inputs(config, module.embedding.num_embeddings if module.embedding else 0)
-    per_step = config.architecture.head == "per_step"
+    per_step = config.head == "per_step"
     dynamic = {
         "inputs": {0: "batch", 1: "time"},
         "lengths": {0: "batch"},

@@ -62,7 +62,7 @@ class SequenceModel(nn.Module):
     def __init__(self, config: ModelConfig, vocab_size: int | None = None) -> None:
         super().__init__()
         self.config = config
-        arch = config.architecture
+        arch = config.family
         self.embedding: nn.Embedding | None = None
         self.input_proj: nn.Linear | None = None
         if isinstance(config.input, TokenInput):
@@ -110,7 +110,7 @@ class SequenceModel(nn.Module):
 
     def final_features(self, top: list[Tensor], lengths: Tensor) -> Tensor:
         """Top layer outputs -> what the head reads: [B,T,H*dirs] per step or [B,H*dirs]."""
-        if self.config.architecture.head == "per_step":
+        if self.config.head == "per_step":
             return torch.cat(top, dim=2) if len(top) > 1 else top[0]
         parts = [last_real_step(top[0], lengths)]
         if len(top) > 1:
@@ -119,7 +119,7 @@ class SequenceModel(nn.Module):
 
     def apply_head(self, features: Tensor) -> Tensor:
         out = self.head(features)
-        if self.config.architecture.head == "horizon":
+        if self.config.head == "horizon":
             out = out * self.output_std + self.output_mean
         return out
 
@@ -129,7 +129,7 @@ class SequenceModel(nn.Module):
 
     def _outputs(self, top: list[Tensor], lengths: Tensor) -> Tensor:
         out = self.apply_head(self.final_features(top, lengths))
-        if self.config.architecture.head == "per_step":
+        if self.config.head == "per_step":
             # Zero the padding so that outputs never depend on it (and `lengths` stays
             # a graph input even for unidirectional taggers).
             t = torch.arange(out.shape[1], device=out.device).unsqueeze(0)
@@ -138,7 +138,7 @@ class SequenceModel(nn.Module):
 
     # --- carried state (unidirectional stacks; docs/stateful.md) ----------------------------
     def zero_states(self, batch: int) -> LayerStates:
-        arch = self.config.architecture
+        arch = self.config.family
         n = 2 if arch.cell == "lstm" else 1
         return [tuple(torch.zeros(batch, arch.hidden_size) for _ in range(n)) for _ in range(arch.num_layers)]
 
@@ -147,7 +147,7 @@ class SequenceModel(nn.Module):
         """A unidirectional stack from ``initial``: x [B,T,E] -> (top outputs [B,T,H], the state
         after each sequence's own last step). Mixed lengths run packed, so that each state
         stops at its length; ``uniform=True`` promises equal lengths (the ONNX export)."""
-        if self.config.architecture.bidirectional:
+        if self.config.family.bidirectional:
             raise ValueError("a bidirectional stack has no state to carry")
         if uniform is None:
             uniform = bool((lengths == x.shape[1]).all())

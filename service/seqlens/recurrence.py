@@ -136,7 +136,7 @@ def _prepared_weights(module: SequenceModel) -> list[list[_Weights]]:
     cached = _PREPARED.get(module)
     if cached is not None and cached[0] == stamp:
         return cached[1]
-    arch = module.config.architecture
+    arch = module.config.family
     prepared = [[_direction_weights(arch.cell, rnn, arch.hidden_size) for rnn in cast(nn.ModuleList, rnns)]
                 for rnns in module.rnn]
     _PREPARED[module] = (stamp, prepared)
@@ -243,7 +243,7 @@ def recompute(module: SequenceModel, inputs: np.ndarray, lengths: np.ndarray,
 
     ``initial``: unidirectional stacks only, per layer (h0 [B,H],) or (h0, c0) for LSTMs: the
     state carried from earlier chunks of the sequence (default zero)."""
-    arch = module.config.architecture
+    arch = module.config.family
     cell, h_size = arch.cell, arch.hidden_size
     lengths = np.asarray(lengths, dtype=np.int64)
     with torch.no_grad():

@@ -15,6 +15,7 @@ from enum import Enum
 
 from .errors import ModelConfigError, ModelNotFound, ModelUnavailable
 from .repository import ModelRepository, validate_name, version_sort_key
+from .runtimes.replay import ReplayLimits
 from .summaries import state_projection
 from .versions import LoadedVersion, load_version
 
@@ -43,8 +44,9 @@ Listener = Callable[[VersionRecord], None]
 
 class ModelRegistry:
     def __init__(self, repository: ModelRepository, *, onnx_threads: int = 1, parity_tolerance: float = 1e-4,
-                 listeners: list[Listener] | None = None) -> None:
+                 listeners: list[Listener] | None = None, graph_limits: ReplayLimits | None = None) -> None:
         self.repository = repository
+        self._graph_limits = graph_limits
         self._onnx_threads = onnx_threads
         self._tolerance = parity_tolerance
         self._records: dict[tuple[str, str], VersionRecord] = {}
@@ -136,7 +138,8 @@ class ModelRegistry:
             self._set(VersionRecord(name, version, VersionState.LOADING, fingerprint=()))
         try:
             path = self.repository.version_dir(name, version)
-            loaded = load_version(path, name, version, onnx_threads=self._onnx_threads, tolerance=self._tolerance)
+            loaded = load_version(path, name, version, onnx_threads=self._onnx_threads, tolerance=self._tolerance,
+                                  limits=self._graph_limits)
             state_projection(loaded)  # DESIGN: fit once at load, not on the first request
         except Exception as exc:  # noqa: BLE001 - a broken file can make any library raise; never crash
             if not (self.repository.root / name / version).is_dir():

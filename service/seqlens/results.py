@@ -56,6 +56,9 @@ class ModelDescription:
     max_steps: int
     special_tokens: list[str] = field(default_factory=list)
     min_length: int = 1  # shortest accepted input (model.yaml min_length)
+    kind: str = ""  # "family" or "onnx"
+    attribution_width: int = 0
+    recurrent_ops: list[str] = field(default_factory=list)
 
 
 def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:

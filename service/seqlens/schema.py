@@ -17,7 +17,7 @@ Task = Literal["classification", "tagging", "forecasting", "regression"]
 Cell = Literal["rnn_tanh", "rnn_relu", "lstm", "gru"]
 Head = Literal["last", "per_step", "horizon"]
 
-_HEAD_FOR_TASK: dict[str, str] = {
+_HEAD_FOR_TASK: dict[str, Head] = {
     "classification": "last",
     "tagging": "per_step",
     "forecasting": "horizon",
@@ -83,6 +83,7 @@ class OutputScale(_Strict):
 class Architecture(_Strict):
     """A built-in family: input layer -> RNN/LSTM/GRU stack -> head."""
 
+    kind: Literal["family"] = "family"
     input_layer: Literal["embedding", "linear"]
     embedding_dim: int = Field(ge=1, le=4096)
     cell: Cell
@@ -96,6 +97,41 @@ class Architecture(_Strict):
         return 2 if self.bidirectional else 1
 
 
+class GraphArchitecture(_Strict):
+    """Any ONNX sequence graph: ``model.onnx`` is the model, replayed in torch for gradients."""
+
+    kind: Literal["onnx"]
+
+
+_TENSOR_NAME = r"^[A-Za-z0-9_.:/\-]{1,200}$"
+
+
+class StateOutput(_Strict):
+    """A per-step state output [B,T,S] of the graph, with named slices of its last axis."""
+
+    output: str = Field(pattern=_TENSOR_NAME)
+    slices: dict[str, tuple[int, int]] = Field(min_length=1, max_length=64)
+
+    @model_validator(mode="after")
+    def _check_slices(self) -> StateOutput:
+        for name, (lo, hi) in self.slices.items():
+            if not 0 <= lo < hi:
+                raise ValueError(f"slice {name!r} of {self.output!r} must be [start, end) with 0 <= start < end")
+        return self
+
+
+class GraphSpec(_Strict):
+    """Which tensors of a custom graph play which part (``architecture.kind: onnx``)."""
+
+    inputs: str = Field("inputs", pattern=_TENSOR_NAME)
+    lengths: str = Field("lengths", pattern=_TENSOR_NAME)
+    output: str = Field("outputs", pattern=_TENSOR_NAME)
+    attribute_at: str = Field("input", pattern=_TENSOR_NAME,
+                              description="'input' (features) or the embedding Gather's output (tokens)")
+    causal: bool = False  # the state at step t depends only on steps <= t
+    states: list[StateOutput] = Field(default_factory=list, max_length=16)
+
+
 class ModelConfig(_Strict):
     description: str = ""
     task: Task
@@ -106,20 +142,24 @@ class ModelConfig(_Strict):
     labels: list[str] | None = None
     horizon: int | None = Field(None, ge=1, le=4096)
     output_scale: OutputScale | None = None
-    architecture: Architecture
+    architecture: Annotated[Architecture | GraphArchitecture, Field(discriminator="kind")]
+    graph: GraphSpec | None = None
     # Training mean of the model input (features, raw units) or of the embedding
     # output (tokens): the TRAINING_MEAN baseline.
     training_mean: list[float] | None = None
 
+    @model_validator(mode="before")
+    @classmethod
+    def _default_kind(cls, data: object) -> object:
+        """``architecture.kind`` defaults to the built-in family."""
+        if isinstance(data, dict) and isinstance(data.get("architecture"), dict) \
+                and "kind" not in data["architecture"]:
+            data = {**data, "architecture": {"kind": "family", **data["architecture"]}}
+        return data
+
     @model_validator(mode="after")
     def _check_consistency(self) -> ModelConfig:
-        arch = self.architecture
-        want = _HEAD_FOR_TASK[self.task]
-        if arch.head != want:
-            raise ValueError(f"task {self.task!r} needs architecture.head {want!r}, got {arch.head!r}")
         tokens = isinstance(self.input, TokenInput)
-        if tokens != (arch.input_layer == "embedding"):
-            raise ValueError("token inputs need input_layer 'embedding'; feature inputs need 'linear'")
         if self.task in ("classification", "tagging"):
             if not self.labels or len(self.labels) < 2:
                 raise ValueError(f"task {self.task!r} needs at least 2 labels")
@@ -129,11 +169,60 @@ class ModelConfig(_Strict):
             raise ValueError(f"task {self.task!r} needs horizon (number of outputs)")
         if self.min_length is not None and self.min_length > self.max_length:
             raise ValueError(f"min_length {self.min_length} is over max_length {self.max_length}")
+        arch = self.architecture
+        if isinstance(arch, GraphArchitecture):
+            return self._check_graph()
+        if self.graph is not None:
+            raise ValueError("graph: applies to architecture.kind 'onnx' only")
+        want = _HEAD_FOR_TASK[self.task]
+        if arch.head != want:
+            raise ValueError(f"task {self.task!r} needs architecture.head {want!r}, got {arch.head!r}")
+        if tokens != (arch.input_layer == "embedding"):
+            raise ValueError("token inputs need input_layer 'embedding'; feature inputs need 'linear'")
         if self.training_mean is not None:
             want_len = arch.embedding_dim if tokens else len(self.input.feature_names)  # type: ignore[union-attr]
             if len(self.training_mean) != want_len:
                 raise ValueError(f"training_mean has {len(self.training_mean)} values, expected {want_len}")
         return self
+
+    def _check_graph(self) -> ModelConfig:
+        graph = self.graph
+        if graph is None:
+            raise ValueError("architecture.kind 'onnx' needs a graph: section (inputs, lengths, output, "
+                             "attribute_at)")
+        if self.is_tokens and graph.attribute_at == "input":
+            raise ValueError("graph.attribute_at: token inputs are attributed at the embedding; name the "
+                             "output of the Gather that embeds the token input")
+        if not self.is_tokens and graph.attribute_at != "input":
+            raise ValueError("graph.attribute_at: feature inputs are attributed at the input; use 'input'")
+        names = [graph.inputs, graph.lengths, graph.output, *(s.output for s in graph.states)]
+        if len(set(names)) != len(names):
+            raise ValueError(f"graph: tensor names must be distinct, got {names}")
+        if self.training_mean is not None and not self.is_tokens and len(self.training_mean) != self.num_features:
+            raise ValueError(f"training_mean has {len(self.training_mean)} values, expected {self.num_features}")
+        return self
+
+    @property
+    def is_graph(self) -> bool:
+        """A custom ONNX graph (``architecture.kind: onnx``) rather than the built-in family."""
+        return isinstance(self.architecture, GraphArchitecture)
+
+    @property
+    def family(self) -> Architecture:
+        """The built-in family's architecture; only for code that runs on family models."""
+        if not isinstance(self.architecture, Architecture):
+            raise TypeError("not a built-in family model")
+        return self.architecture
+
+    @property
+    def head(self) -> Head:
+        """What the output is: one vector (last), one per step (per_step) or a horizon."""
+        return _HEAD_FOR_TASK[self.task]
+
+    @property
+    def starts_late(self) -> bool:
+        """Perturbed runs may start from cached states (a unidirectional family stack)."""
+        return isinstance(self.architecture, Architecture) and not self.architecture.bidirectional
 
     @property
     def num_outputs(self) -> int:
@@ -159,10 +248,16 @@ def parse_config(text: str, source: str = "model.yaml") -> ModelConfig:
     try:
         return ModelConfig.model_validate(data)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or '(root)'}: {e['msg']}" for e in exc.errors()
-        )
+        problems = "; ".join(f"{_location(e['loc'])}: {e['msg']}" for e in exc.errors())
         raise ModelConfigError(f"{source}: {problems}") from None
+
+
+def _location(loc: tuple[int | str, ...]) -> str:
+    """A field path as written in model.yaml (without pydantic's union tags)."""
+    parts = [str(p) for p in loc]
+    if parts[:1] == ["architecture"] and parts[1:2] in (["family"], ["onnx"]):
+        del parts[1]
+    return ".".join(parts) or "(root)"
 
 
 def load_config(path: Path) -> ModelConfig:
@@ -170,4 +265,9 @@ def load_config(path: Path) -> ModelConfig:
 
 
 def dump_config(config: ModelConfig) -> str:
-    return yaml.safe_dump(config.model_dump(mode="json", exclude_none=True), sort_keys=False)
+    data = config.model_dump(mode="json", exclude_none=True)
+    if data["architecture"].get("kind") == "family":
+        del data["architecture"]["kind"]  # the default: family files stay as they were
+    if not data.get("graph", True):
+        del data["graph"]
+    return yaml.safe_dump(data, sort_keys=False)

@@ -40,7 +40,7 @@ class ChunkBatcher(DynamicBatcher):
     def __init__(self, loaded: LoadedVersion, executor: Executor, policy: BatchPolicy,
                  observer: BatchObserver | None) -> None:
         super().__init__(loaded.name, loaded.onnx.run, executor,
-                         per_step=loaded.config.architecture.head == "per_step", policy=policy, observer=observer)
+                         per_step=loaded.config.head == "per_step", policy=policy, observer=observer)
         self._loaded = loaded
 
     def _compute(self, seqs: list[Any]) -> tuple[list[Any], float]:

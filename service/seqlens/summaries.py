@@ -87,6 +87,7 @@ class LayerStateResult:
     unit_contribution: np.ndarray | None = None  # [D]
     active_count: np.ndarray | None = None  # int64 [T]
     projection: np.ndarray | None = None  # [T,2]
+    source: str = ""  # custom graphs: the op or state output summarized (graph_state)
 
 
 @dataclass(frozen=True)
@@ -100,8 +101,8 @@ class StateProjection:
 
 # --- which summaries ----------------------------------------------------------------
 def not_applicable(config: ModelConfig, name: str) -> str | None:
-    """Why summary ``name`` does not apply to models of ``config``, or None."""
-    arch = config.architecture
+    """Why summary ``name`` does not apply to models of ``config`` (built-in family), or None."""
+    arch = config.family
     if name in ("gate_mean", "saturation") and not GATE_NAMES[arch.cell]:
         return f"cell {arch.cell!r} has no gates"
     if name == "timescale" and arch.cell not in _RETENTION_GATE:
@@ -113,6 +114,22 @@ def not_applicable(config: ModelConfig, name: str) -> str | None:
 
 def available_summaries(config: ModelConfig) -> list[str]:
     return [name for name in SUMMARIES if not_applicable(config, name) is None]
+
+
+def available_for(loaded: LoadedVersion) -> list[str]:
+    """The summaries GetModel lists: the family's by config, a custom graph's by its states."""
+    if loaded.config.is_graph:
+        from . import graph_state  # it builds on this module
+        return graph_state.available(loaded)
+    return available_summaries(loaded.config)
+
+
+def resolve_for(loaded: LoadedVersion, options: StateOptions) -> list[str]:
+    """``resolve_summaries`` for any kind of version."""
+    if loaded.config.is_graph:
+        from . import graph_state
+        return graph_state.resolve(loaded, options)
+    return resolve_summaries(loaded.config, options)
 
 
 def resolve_summaries(config: ModelConfig, options: StateOptions) -> list[str]:
@@ -132,21 +149,21 @@ def resolve_summaries(config: ModelConfig, options: StateOptions) -> list[str]:
 
 def returned_elements(config: ModelConfig, steps: int, options: StateOptions) -> int:
     """Values of the opt-in matrices (hidden + gates, cell) over all layers and directions."""
-    arch = config.architecture
+    arch = config.family
     per_matrix = arch.num_layers * arch.directions * steps * arch.hidden_size
     n_gates = len(GATE_NAMES[arch.cell])
     return per_matrix * ((1 + n_gates) if options.include_hidden else 0) + (per_matrix if options.include_cell else 0)
 
 
 def _check_request(config: ModelConfig, steps: int, options: StateOptions, max_elements: int) -> None:
-    if options.include_cell and config.architecture.cell != "lstm":
+    if options.include_cell and config.family.cell != "lstm":
         raise InvalidInput(f"state.include_cell: only LSTM models have a cell state; "
-                           f"this model's cell is {config.architecture.cell!r}")
+                           f"this model's cell is {config.family.cell!r}")
     if options.top_k < 1:
         raise InvalidInput(f"state.top_k must be >= 1, got {options.top_k}")
     n = returned_elements(config, steps, options)
     if n > max_elements:
-        arch = config.architecture
+        arch = config.family
         raise ResourceExhausted(
             f"state.include_hidden/include_cell would return {n} values ({arch.num_layers} layers x "
             f"{arch.directions} directions x T={steps} x D={arch.hidden_size} per matrix); the limit is "
@@ -210,7 +227,7 @@ def _fit_batches(loaded: LoadedVersion) -> tuple[np.ndarray, np.ndarray, str]:
     return (np.concatenate([b[0] for b in batches]), np.concatenate([b[1] for b in batches]), "probe")
 
 
-def _principal_axes(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def principal_axes(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """rows [N,D] -> mean [D], the first two principal axes [2,D] (zero rows when N or D < 2).
 
     Each axis is signed so that its largest-magnitude loading is positive (deterministic).
@@ -230,8 +247,11 @@ def _principal_axes(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def fit_projection(loaded: LoadedVersion, chunk: int = 64) -> StateProjection:
     """Principal axes of every (layer, direction)'s h_t over the real steps of the fit data."""
+    if loaded.config.is_graph:
+        from . import graph_state
+        return graph_state.fit_projection(loaded, chunk)
     x, lengths, source = _fit_batches(loaded)
-    module = loaded.torch_module
+    module = loaded.family_module
     rows: dict[tuple[int, int], list[np.ndarray]] = {}
     with torch.no_grad():
         for start in range(0, x.shape[0], chunk):
@@ -244,7 +264,7 @@ def fit_projection(loaded: LoadedVersion, chunk: int = 64) -> StateProjection:
                     rows.setdefault((layer, d), []).append(h.numpy()[real])
     mean, comps = {}, {}
     for key, parts in rows.items():
-        mean[key], comps[key] = _principal_axes(np.concatenate(parts))
+        mean[key], comps[key] = principal_axes(np.concatenate(parts))
     return StateProjection(source, mean, comps)
 
 
@@ -304,7 +324,7 @@ def _head_features(top: list[DirectionTrace], head: str, timestep: int) -> list[
     return ends
 
 
-def _summarize(trace: DirectionTrace, names: list[str], options: StateOptions, cell: str,
+def summarize_trace(trace: DirectionTrace, names: list[str], options: StateOptions, cell: str,
                projection: StateProjection | None) -> LayerStateResult:
     gate_names = list(GATE_NAMES[cell])
     h = trace.hidden[0]  # [T,D]
@@ -356,12 +376,15 @@ def compute_state(loaded: LoadedVersion, values: np.ndarray, options: StateOptio
     if not options.enabled:
         return []
     config = loaded.config
-    arch = config.architecture
-    names = resolve_summaries(config, options)
+    names = resolve_for(loaded, options)
     steps = int(values.shape[0])
     if steps < 1:
         raise InvalidInput("state: the sequence is empty")
-    _check_request(config, steps, options, max_state_elements)
+    if config.is_graph:
+        from . import graph_state
+        graph_state.check_request(loaded, steps, options, max_state_elements)
+    else:
+        _check_request(config, steps, options, max_state_elements)
     n_out = config.num_outputs
     if target_class is not None and not 0 <= target_class < n_out:
         raise InvalidInput(f"target class index {target_class} is outside [0, {n_out})")
@@ -369,10 +392,14 @@ def compute_state(loaded: LoadedVersion, values: np.ndarray, options: StateOptio
     if not 0 <= tau < steps:
         raise InvalidInput(f"target timestep {tau} is outside [0, {steps})")
 
-    module = loaded.torch_module
-    traces = recompute(module, values[None], np.array([steps], dtype=np.int64), initial)
     projection = state_projection(loaded) if "projection" in names else None
-    results = [_summarize(tr, names, options, arch.cell, projection) for layer in traces for tr in layer]
+    if config.is_graph:
+        from . import graph_state
+        return graph_state.compute(loaded, values, options, names, projection)
+    arch = config.family
+    module = loaded.family_module
+    traces = recompute(module, values[None], np.array([steps], dtype=np.int64), initial)
+    results = [summarize_trace(tr, names, options, arch.cell, projection) for layer in traces for tr in layer]
 
     top = traces[-1]
     top_results = results[-len(top):]

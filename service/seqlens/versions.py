@@ -9,9 +9,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .errors import ModelConfigError
+from .errors import ModelConfigError, ResourceExhausted
 from .families import SequenceModel
-from .runtimes.onnx import OnnxRuntime
+from .runtimes.onnx import OnnxRuntime, load_onnx_model
+from .runtimes.replay import (
+    ReplayGraph,
+    ReplayLimits,
+    ReplayModule,
+    attribution_width,
+    check_attribution_point,
+)
 from .runtimes.torch import WEIGHTS_FILE, load_torch_module
 from .schema import ModelConfig, TokenInput, parse_config
 from .tokenizers import TextTokenizer, Tokenizer, Vocabulary
@@ -32,12 +39,41 @@ class LoadedVersion:
     version: str
     path: Path
     config: ModelConfig
-    torch_module: SequenceModel
+    torch_module: SequenceModel | ReplayModule  # the family module, or the replay of model.onnx
     onnx: OnnxRuntime
     tokenizer: TextTokenizer | None
     parity_max_abs_diff: float
     load_seconds: float = 0.0
     extras: dict[str, object] = field(default_factory=dict)  # per-version caches (e.g. PCA)
+    attribution_width: int = 0  # E of the attribution tensor [T,E] (embedding or feature width)
+
+    def __post_init__(self) -> None:
+        if not self.attribution_width and not self.config.is_graph:
+            self.attribution_width = self.config.family.embedding_dim
+
+    @property
+    def kind(self) -> str:
+        return "onnx" if self.config.is_graph else "family"
+
+    @property
+    def family_module(self) -> SequenceModel:
+        """The built-in family module; only for code that runs on family models."""
+        if not isinstance(self.torch_module, SequenceModel):
+            raise TypeError("not a built-in family model")
+        return self.torch_module
+
+    @property
+    def replay(self) -> ReplayModule:
+        """The replay module of a custom graph (``architecture.kind: onnx``)."""
+        if not isinstance(self.torch_module, ReplayModule):
+            raise TypeError("not a custom graph model")
+        return self.torch_module
+
+    @property
+    def num_parameters(self) -> int:
+        if isinstance(self.torch_module, ReplayModule):
+            return self.torch_module.graph.num_parameters
+        return sum(p.numel() for p in self.torch_module.parameters())
 
     @property
     def onnx_session(self):  # type: ignore[no-untyped-def]
@@ -64,7 +100,13 @@ def probe_inputs(config: ModelConfig, vocab_size: int, seed: int = 1234) -> tupl
     return x, lengths
 
 
-def parity_diff(module: SequenceModel, onnx_rt: OnnxRuntime, config: ModelConfig, vocab_size: int) -> float:
+def expected_output_shape(config: ModelConfig, batch: int, steps: int) -> tuple[int, ...]:
+    if config.head == "per_step":
+        return (batch, steps, config.num_outputs)
+    return (batch, config.num_outputs)
+
+
+def parity_diff(module: SequenceModel | ReplayModule, onnx_rt: OnnxRuntime, config: ModelConfig, vocab_size: int) -> float:
     """Max |ONNX Runtime - torch| over probe inputs, batched and one sequence at a time.
 
     Horizon heads are compared before de-normalization (divided by ``output_scale.std``):
@@ -72,8 +114,13 @@ def parity_diff(module: SequenceModel, onnx_rt: OnnxRuntime, config: ModelConfig
     by ~3e-5 with perfectly equal graphs), which says nothing about the graph.
     """
     x, lengths = probe_inputs(config, vocab_size)
-    with torch.no_grad():
+    with torch.no_grad():  # torch (or the bounded replay) first: ORT has no loop-trip bound
         ref = module(torch.from_numpy(x), torch.from_numpy(lengths)).numpy()
+    want = expected_output_shape(config, x.shape[0], x.shape[1])
+    if ref.shape != want:
+        raise ModelConfigError(f"model.onnx output has shape {list(ref.shape)} on probe inputs [B={want[0]}, "
+                               f"T={x.shape[1]}]; model.yaml ({config.task}, {config.num_outputs} outputs) "
+                               f"needs {list(want)}")
     got = onnx_rt.run(x, lengths)
     if got.shape != ref.shape:
         raise ModelConfigError(f"model.onnx output shape {got.shape} differs from torch {ref.shape}")
@@ -135,7 +182,7 @@ def load_tokenizer(folder: Path, spec: TokenInput) -> TextTokenizer:
 
 
 def load_version(path: Path, name: str, version: str, *, onnx_threads: int = 1,
-                 tolerance: float = PARITY_TOLERANCE) -> LoadedVersion:
+                 tolerance: float = PARITY_TOLERANCE, limits: ReplayLimits | None = None) -> LoadedVersion:
     """Load and parity-check one version folder; raises ModelConfigError with the reason.
 
     Nothing in the folder is executed: the config is data (``yaml.safe_load``), weights come
@@ -145,18 +192,68 @@ def load_version(path: Path, name: str, version: str, *, onnx_threads: int = 1,
     start = time.perf_counter()
     config_path = version_file(path, CONFIG_FILE, max_bytes=MAX_CONFIG_BYTES)
     onnx_path = version_file(path, ONNX_FILE)
-    weights_path = version_file(path, WEIGHTS_FILE)
     try:
         config = parse_config(config_path.read_text(encoding="utf-8"), source=CONFIG_FILE)
     except UnicodeDecodeError as exc:
         raise ModelConfigError(f"{CONFIG_FILE} is not UTF-8 text: {exc.reason}") from None
     tokenizer = load_tokenizer(path, config.input) if isinstance(config.input, TokenInput) else None
     vocab_size = tokenizer.vocab_size if tokenizer else 0
-    module = load_torch_module(config, weights_path, vocab_size or None)
-    onnx_rt = OnnxRuntime(onnx_path, intra_op_threads=onnx_threads)
-    diff = parity_diff(module, onnx_rt, config, vocab_size)
+    module: SequenceModel | ReplayModule
+    if config.is_graph:
+        module, onnx_rt, width = _load_graph(config, onnx_path, onnx_threads, limits, vocab_size)
+    else:
+        module = load_torch_module(config, version_file(path, WEIGHTS_FILE), vocab_size or None)
+        onnx_rt = OnnxRuntime(onnx_path, intra_op_threads=onnx_threads)
+        width = config.family.embedding_dim
+    try:
+        diff = parity_diff(module, onnx_rt, config, vocab_size)
+    except ResourceExhausted as exc:  # a replay bound (loop trips, created tensor size) on probe inputs
+        raise ModelConfigError(f"probe run: {exc.message}") from None
     if diff > tolerance:
-        raise ModelConfigError(
-            f"parity check failed: ONNX Runtime and torch differ by {diff:.3g} (> {tolerance:g}) on probe inputs")
-    return LoadedVersion(name, version, path, config, module, onnx_rt, tokenizer, diff,
-                         load_seconds=time.perf_counter() - start)
+        runtime = "the replay of model.onnx" if config.is_graph else "torch"
+        raise ModelConfigError(f"parity check failed: ONNX Runtime and {runtime} differ by {diff:.3g} "
+                               f"(> {tolerance:g}) on probe inputs")
+    loaded = LoadedVersion(name, version, path, config, module, onnx_rt, tokenizer, diff,
+                           load_seconds=0.0, attribution_width=width)
+    if config.is_graph:
+        _check_state_outputs(loaded)
+    loaded.load_seconds = time.perf_counter() - start
+    return loaded
+
+
+def _load_graph(config: ModelConfig, onnx_path: Path, onnx_threads: int, limits: ReplayLimits | None,
+                vocab_size: int) -> tuple[ReplayModule, OnnxRuntime, int]:
+    """A custom graph: the replay (safety rules checked while parsing), then ONNX Runtime."""
+    spec = config.graph
+    assert spec is not None
+    model = load_onnx_model(onnx_path)
+    graph = ReplayGraph(model, limits)  # before ONNX Runtime sees the graph
+    module = ReplayModule(graph, config)
+    onnx_rt = OnnxRuntime(onnx_path, intra_op_threads=onnx_threads, model=model,
+                          input_names=(spec.inputs, spec.lengths), output_name=spec.output,
+                          state_names=tuple(s.output for s in spec.states), custom=True)
+    check_attribution_point(graph, module.names)
+    width = attribution_width(module, config.num_features)
+    if config.is_tokens and config.training_mean is not None and len(config.training_mean) != width:
+        raise ModelConfigError(f"training_mean has {len(config.training_mean)} values; the embedding "
+                               f"{spec.attribute_at!r} has width {width}")
+    return module, onnx_rt, width
+
+
+def _check_state_outputs(loaded: LoadedVersion) -> None:
+    """Each state output named in model.yaml is [B,T,S] with its slices inside S."""
+    spec = loaded.config.graph
+    if spec is None or not spec.states:
+        return
+    x, lengths = probe_inputs(loaded.config, loaded.vocab_size)
+    with torch.no_grad():
+        outs = loaded.replay.run(torch.from_numpy(x), torch.from_numpy(lengths), [s.output for s in spec.states])
+    for state in spec.states:
+        shape = list(outs[state.output].shape)
+        if len(shape) != 3 or shape[:2] != list(x.shape[:2]):
+            raise ModelConfigError(f"graph.states: output {state.output!r} has shape {shape} for inputs "
+                                   f"[B={x.shape[0]}, T={x.shape[1]}]; it must be [B, T, S]")
+        for slice_name, (_, hi) in state.slices.items():
+            if hi > shape[2]:
+                raise ModelConfigError(f"graph.states: slice {slice_name!r} ends at {hi}, past the "
+                                       f"{shape[2]} units of {state.output!r}")

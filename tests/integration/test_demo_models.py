@@ -42,7 +42,7 @@ def test_demo_model_predicts_alike_through_sdk_and_tritonclient(demo_repository:
     oip = np.asarray(infer["ok"]["outputs"], dtype=np.float32)
 
     loaded = load_model(demo_repository, name)
-    per_step = loaded.config.architecture.head == "per_step"
+    per_step = loaded.config.task == "tagging"
     for i, (pred, s) in enumerate(zip(sdk, seqs)):
         alone = loaded.onnx.run(s[None], np.array([len(s)]))[0]
         np.testing.assert_allclose(pred.scores, alone, atol=1e-4, rtol=1e-5)

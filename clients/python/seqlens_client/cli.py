@@ -282,8 +282,13 @@ def cmd_models(args: argparse.Namespace, client: Client, out: TextIO) -> int:
         out.write(f"{info.name}: {info.task}, {info.input.kind} input, default version {info.default_version or '-'}\n")
         if info.description:
             out.write(f"  {info.description}\n")
-        out.write(f"  {a.input_layer} -> {a.num_layers}x {a.cell} ({a.hidden_size}"
-                  f"{', bidirectional' if a.bidirectional else ''}) -> {a.head} head; {a.num_parameters} parameters\n")
+        if a.kind == "onnx":
+            ops = ", ".join(a.recurrent_ops) or "no recurrent ops"
+            out.write(f"  custom ONNX graph ({ops}) -> {a.head} output; {a.num_parameters} parameters\n")
+        else:
+            out.write(f"  {a.input_layer} -> {a.num_layers}x {a.cell} ({a.hidden_size}"
+                      f"{', bidirectional' if a.bidirectional else ''}) -> {a.head} head; "
+                      f"{a.num_parameters} parameters\n")
         if info.labels:
             out.write(f"  labels: {', '.join(info.labels)}\n")
         if info.input.feature_names:

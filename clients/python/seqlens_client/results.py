@@ -225,10 +225,15 @@ class Architecture:
     head: str
     embedding_dim: int
     num_parameters: int
+    kind: str = "family"  # or "onnx": a custom graph (see the README's custom-graph section)
+    recurrent_ops: tuple[str, ...] = ()
 
     @classmethod
     def from_proto(cls, msg: models_pb2.Architecture) -> Architecture:
-        return cls(**{f.name: getattr(msg, f.name) for f in fields(cls)})
+        values = {f.name: getattr(msg, f.name) for f in fields(cls)}
+        values["kind"] = values["kind"] or "family"
+        values["recurrent_ops"] = tuple(values["recurrent_ops"])
+        return cls(**values)
 
     def to_dict(self) -> dict[str, Any]:
         return _dict(self)

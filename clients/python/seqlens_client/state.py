@@ -68,11 +68,12 @@ class LayerStateSummary:
     unit_contribution: np.ndarray | None = None  # [D]
     active_count: np.ndarray | None = None  # int64 [T]
     projection: np.ndarray | None = None  # [T,2]
+    source: str = ""  # custom graphs: the ONNX op ("LSTM op 0") or state slice ("states[hidden]")
 
     @classmethod
     def from_proto(cls, msg: state_pb2.LayerState) -> LayerStateSummary:
         out = cls(layer=msg.layer, direction=msg.direction, cell=msg.cell, gate_names=list(msg.gate_names),
-                  saturation_summary=[GateSaturation(s.gate, s.left_fraction, s.right_fraction)
+                  source=msg.source, saturation_summary=[GateSaturation(s.gate, s.left_fraction, s.right_fraction)
                                       for s in msg.saturation_summary])
         for name in _TENSORS:
             if msg.HasField(name):

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..errors import InvalidInput
 from ..explain import ExplainResult
 from ..schema import ModelConfig
 from ..summaries import resolve_summaries
@@ -47,7 +48,10 @@ def state_columns(spec: BulkSpec, config: ModelConfig) -> list[tuple[str, int, i
     from ..summaries import StateOptions
 
     names = resolve_summaries(config, StateOptions(summaries=spec.state))
-    arch = config.architecture
+    if config.is_graph:
+        raise InvalidInput("state summaries in bulk jobs cover built-in family models; explain custom graphs' "
+                           "states over the server's Explain")
+    arch = config.family
     directions = ("forward", "backward") if arch.bidirectional else ("forward",)
     return [(f"state.layer{layer}.{d}.{name}", layer, k, name)
             for layer in range(arch.num_layers) for k, d in enumerate(directions) for name in names]

@@ -14,12 +14,14 @@ from pathlib import Path
 
 import torch
 
+from ..build import build_version
 from ..export import export_model
+from .bio import CUSTOM_BUILDERS
 from .cache import build_hash, ensure_demo_repository
 from .models import BUILDERS
 from .report import headline
 
-DEMO_MODELS: list[str] = list(BUILDERS)
+DEMO_MODELS: list[str] = [*BUILDERS, *CUSTOM_BUILDERS]  # built-in family, then kind: onnx builds
 DEMO_VERSION = "1"
 METRICS_FILE = "metrics.json"  # at the repository root; the repository scan only reads folders
 BUILD_THREADS = 2
@@ -39,10 +41,17 @@ def build_demo(output: Path, progress: Callable[[str], None] = print) -> dict[st
         for name in DEMO_MODELS:
             start = time.perf_counter()
             progress(f"[{name}] training")
-            trained = BUILDERS[name](progress)
-            export_model(trained.module, output / name / DEMO_VERSION, vocabulary=trained.vocabulary,
-                         reference=trained.reference, overwrite=True)
-            results[name] = {**trained.metrics, "build_seconds": round(time.perf_counter() - start, 1)}
+            if name in CUSTOM_BUILDERS:
+                custom = CUSTOM_BUILDERS[name](progress)
+                report = build_version(custom.module, output, name, DEMO_VERSION, overwrite=True, **custom.build)
+                progress(f"[{name}] {report.summary()}")
+                metrics = custom.metrics
+            else:
+                trained = BUILDERS[name](progress)
+                export_model(trained.module, output / name / DEMO_VERSION, vocabulary=trained.vocabulary,
+                             reference=trained.reference, overwrite=True)
+                metrics = trained.metrics
+            results[name] = {**metrics, "build_seconds": round(time.perf_counter() - start, 1)}
             progress(f"[{name}] exported to {output / name / DEMO_VERSION}: {headline(name, results[name])}")
     finally:
         torch.set_num_threads(threads)

@@ -28,7 +28,8 @@ COMPLETE_MARKER = ".complete"
 def build_inputs() -> list[Path]:
     """Every file whose content determines the demo build, in a stable order."""
     sources = sorted(_PACKAGE.glob("*.py"))
-    return sources + data_files() + [_PACKAGE.parent / name for name in _SERVER_INPUTS]
+    build = sorted((_PACKAGE.parent / "build").glob("*.py"))  # writes the kind: onnx demos
+    return sources + data_files() + [_PACKAGE.parent / name for name in _SERVER_INPUTS] + build
 
 
 def build_hash() -> str:

@@ -134,6 +134,43 @@ def load_sunspots() -> np.ndarray:
     return _read_csv_column(DATA_DIR / "sunspots.csv", "SUNACTIVITY")
 
 
+# --- UCI splice junctions ------------------------------------------------------------------------
+SPLICE_LABELS = ["EI", "IE", "N"]
+NUCLEOTIDES = ["A", "C", "G", "T"]
+
+
+def load_splice(path: Path = DATA_DIR / "splice.dat.xz") -> tuple[list[str], list[int]]:
+    """60-nt primate DNA windows and their class (index into SPLICE_LABELS), in file order (sorted
+    by class: shuffle before splitting). Ambiguous letters (N, D, R, S) are kept as they are."""
+    seqs: list[str] = []
+    labels: list[int] = []
+    with lzma.open(path, "rt", encoding="utf-8") as f:
+        for line in f:
+            *bases, label = [v.strip() for v in line.split(",")]
+            if bases:
+                seqs.append("".join(bases))
+                labels.append(SPLICE_LABELS.index(label))
+    return seqs, labels
+
+
+# --- antimicrobial peptides -----------------------------------------------------------------------
+PEPTIDE_LABELS = ["other", "antimicrobial"]
+
+
+def load_peptides(path: Path = DATA_DIR / "AMPvsUniProt.csv") -> tuple[list[str], list[int]]:
+    """Unique peptide sequences and labels (1 = antimicrobial), in first-seen order; duplicate
+    copies are merged and sequences listed with both labels are dropped."""
+    seen: dict[str, set[int]] = {}
+    with open(path, encoding="utf-8", newline="") as f:
+        reader = csv.reader(f)
+        next(reader)  # header: count,1,name0,name1
+        for row in reader:
+            if len(row) >= 2 and row[0].strip():
+                seen.setdefault(row[0].strip(), set()).add(int(row[1]))
+    kept = [(s, labels.pop()) for s, labels in seen.items() if len(labels) == 1]
+    return [s for s, _ in kept], [y for _, y in kept]
+
+
 def data_files() -> list[Path]:
     """Every file in ``data/``, sorted: part of the demo build's inputs (cache key)."""
     return sorted(p for p in DATA_DIR.iterdir() if p.is_file())

@@ -39,6 +39,14 @@ ROWS: dict[str, Row] = {
          ("entity-token recall", "entity_token_recall", "all_o_entity_token_recall"),
          ("token accuracy", "token_accuracy", "all_o_token_accuracy")),
         "all `O`"),
+    "splice": Row(
+        "UCI splice junctions (primate DNA, 60 nt): 2,233 train (319 validate) / 638 test, shuffled with a fixed seed",
+        "one-hot 6 → the seed's `MyRNN` cell (linear state 32) → last step, `kind: onnx`",
+        (("accuracy", "accuracy", "majority_accuracy"),), "majority class, N"),
+    "peptides": Row(
+        "modlAMP AMPvsUniProt peptides, deduplicated, conflicts dropped: 3,355 train (345 validate) / 920 test",
+        "embedding 16 → LSTM 32 → attention pooling, `kind: onnx`",
+        (("accuracy", "accuracy", "majority_accuracy"),), "majority class"),
 }
 
 

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..families import RNNModule
+from ..families import RNNModule, SequenceModel
 from .problem import Problem
 from .targets import ResolvedTarget, select
 
@@ -37,7 +37,7 @@ State = Tensor | tuple[Tensor, Tensor]
 
 
 def applies(problem: Problem) -> bool:
-    return not problem.config.architecture.bidirectional
+    return problem.config.starts_late
 
 
 def _expand(state: State | None, k: int) -> State | None:
@@ -61,6 +61,7 @@ class SuffixRunner:
     def __init__(self, problem: Problem, starts: list[int]) -> None:
         self.problem = problem
         module = problem.module
+        assert isinstance(module, SequenceModel)  # starts_late: family models only
         target = problem.target
         self.end = target.timestep + 1 if target.timestep >= 0 else problem.length  # steps the target reads
         # The head reads the final state, so a tagging target becomes "last step" of the cut sequence.
@@ -89,7 +90,9 @@ class SuffixRunner:
         return self.problem.module.embed(torch.from_numpy(np.ascontiguousarray(values)))
 
     def _head(self, last: Tensor) -> Tensor:
-        return select(self.problem.module.apply_head(last), self.target)
+        module = self.problem.module
+        assert isinstance(module, SequenceModel)
+        return select(module.apply_head(last), self.target)
 
     def run(self, start: int, variants: np.ndarray) -> np.ndarray:
         """Target outputs [k] of variants [k,T(,F)] that equal the input before ``start``."""
@@ -113,7 +116,7 @@ def suffix_targets(problem: Problem, first: np.ndarray, make: Callable[[int, int
     cuts = np.unique(np.linspace(0, n, min(block_count(problem.length), n) + 1).astype(int))
     blocks = list(itertools.pairwise(cuts))
     runner = SuffixRunner(problem, [int(first[lo]) for lo, _ in blocks])
-    width = problem.config.architecture.embedding_dim
+    width = problem.width
     out = np.empty(n, dtype=np.float64)
     for lo, hi in blocks:
         start = min(int(first[lo]), runner.end)

@@ -27,7 +27,9 @@ class Problem:
     def __init__(self, loaded: LoadedVersion, values: np.ndarray, target: ResolvedTarget, baseline: Baseline,
                  *, chunk_elements: int, control: WorkControl | None = None,
                  initial: LayerStates | None = None) -> None:
-        self.module = loaded.torch_module
+        self.loaded = loaded
+        self.module = loaded.torch_module  # the family module or a graph's replay: same interface
+        self.width = loaded.attribution_width  # E of the attribution layer
         self.onnx = loaded.onnx
         self.config = loaded.config
         self.values = values  # token ids [T] int64 or features [T,F] float32
@@ -76,16 +78,16 @@ class Problem:
     @property
     def rows_per_chunk(self) -> int:
         """Rows per pass so that rows x T x E stays within ``chunk_elements``."""
-        width = self.config.architecture.embedding_dim
-        return max(1, self.chunk_elements // (self.length * width))
+        return max(1, self.chunk_elements // (self.length * self.width))
 
     def forward(self, rows: Tensor) -> Tensor:
         """Rows at the attribution layer [N,T,D] -> the target output of each row [N]."""
         lengths = self.row_lengths(rows.shape[0])
         initial = self.initial_rows(rows.shape[0])
         if initial is not None:
-            emb = rows if self.is_tokens else self.module.embed(rows)
-            out = self.module.forward_from_embedding_with_state(emb, lengths, initial)[0]
+            family = self.loaded.family_module  # carried states: built-in family only
+            emb = rows if self.is_tokens else family.embed(rows)
+            out = family.forward_from_embedding_with_state(emb, lengths, initial)[0]
         elif self.is_tokens:
             out = self.module.forward_from_embedding(rows, lengths)
         else:
@@ -141,8 +143,8 @@ class Problem:
         if initial is None:
             return self.onnx.run(batch, lengths)
         with torch.no_grad():
-            return self.module.forward_with_state(torch.from_numpy(np.ascontiguousarray(batch)),
-                                                  torch.from_numpy(lengths), initial)[0].numpy()
+            return self.loaded.family_module.forward_with_state(
+                torch.from_numpy(np.ascontiguousarray(batch)), torch.from_numpy(lengths), initial)[0].numpy()
 
     @cached_property
     def onnx_endpoints(self) -> tuple[float, float]:

@@ -123,15 +123,20 @@ def model_info(d: ModelDescription) -> models_pb2.ModelInfo:
     c = d.config
     if c is None:
         return info
-    a = c.architecture
     info.task = _TASKS[c.task]
     info.labels.extend(c.labels or [])
     info.horizon = c.horizon or 0
     info.description = c.description
-    info.architecture.CopyFrom(models_pb2.Architecture(
-        input_layer=a.input_layer, cell=a.cell, num_layers=a.num_layers, hidden_size=a.hidden_size,
-        bidirectional=a.bidirectional, head=a.head, embedding_dim=a.embedding_dim,
-        num_parameters=d.num_parameters))
+    if c.is_graph:
+        info.architecture.CopyFrom(models_pb2.Architecture(
+            kind="onnx", head=c.head, embedding_dim=d.attribution_width, num_parameters=d.num_parameters,
+            recurrent_ops=d.recurrent_ops))
+    else:
+        a = c.family
+        info.architecture.CopyFrom(models_pb2.Architecture(
+            kind="family", input_layer=a.input_layer, cell=a.cell, num_layers=a.num_layers,
+            hidden_size=a.hidden_size, bidirectional=a.bidirectional, head=a.head, embedding_dim=a.embedding_dim,
+            num_parameters=d.num_parameters))
     if c.input.kind == "tokens":
         info.input.CopyFrom(models_pb2.InputSchema(
             kind=models_pb2.TOKENS, tokenizer=c.input.tokenizer, vocab_size=d.vocab_size,
@@ -205,7 +210,7 @@ def state_options(msg: state_pb2.StateOptions) -> StateOptions:
 def layer_state_to_proto(r: LayerStateResult) -> state_pb2.LayerState:
     """One (layer, direction) of ExplainResponse.state; summaries not computed stay unset."""
     msg = state_pb2.LayerState(
-        layer=r.layer, direction=r.direction, cell=r.cell, gate_names=r.gate_names,
+        layer=r.layer, direction=r.direction, cell=r.cell, gate_names=r.gate_names, source=r.source,
         saturation_summary=[state_pb2.GateSaturation(gate=s.gate, left_fraction=s.left_fraction,
                                                      right_fraction=s.right_fraction)
                             for s in r.saturation_summary])

@@ -23,6 +23,7 @@ from ..dataplane import DataPlane
 from ..metrics import Metrics
 from ..registry import ModelRegistry, VersionRecord
 from ..repository import ModelRepository
+from ..runtimes.replay import ReplayLimits
 from .auth import TlsFiles, TokenStore
 from .interceptors import AuthInterceptor, ErrorInterceptor
 from .servicers import InferenceServicer, SequenceExplainerServicer
@@ -45,7 +46,12 @@ class SeqlensServer:
         self.settings = settings
         self.metrics = Metrics()
         self.registry = ModelRegistry(ModelRepository(repository), onnx_threads=settings.onnx_threads,
-                                      parity_tolerance=settings.parity_tolerance)
+                                      parity_tolerance=settings.parity_tolerance,
+                                      graph_limits=ReplayLimits(
+                                          max_nodes=settings.graph_max_nodes,
+                                          max_initializer_bytes=settings.graph_max_initializer_bytes,
+                                          max_depth=settings.graph_max_depth,
+                                          max_loop_iterations=settings.graph_max_loop_iterations))
         self.dataplane = DataPlane(self.registry, settings, self.metrics)
         self.registry.add_listener(self.dataplane.on_version_change)
         self._model_names: frozenset[str] = frozenset()

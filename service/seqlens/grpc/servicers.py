@@ -199,7 +199,7 @@ class InferenceServicer(oip_grpc.GRPCInferenceServiceServicer):
             x = meta(name="inputs", datatype="INT64", shape=[-1, -1])
         else:
             x = meta(name="inputs", datatype="FP32", shape=[-1, -1, c.num_features])
-        out_shape = [-1, -1, c.num_outputs] if c.architecture.head == "per_step" else [-1, c.num_outputs]
+        out_shape = [-1, -1, c.num_outputs] if c.head == "per_step" else [-1, c.num_outputs]
         versions = [r.version for r in self._dp.registry.model_records(request.name)]
         return oip.ModelMetadataResponse(
             name=loaded.name, versions=versions, platform="onnxruntime_onnx",

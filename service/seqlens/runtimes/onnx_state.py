@@ -30,7 +30,7 @@ OPSET = 17
 
 def state_names(module: SequenceModel) -> list[str]:
     """``layer<l>.forward.h`` (and ``.c`` for LSTMs), in layer order: ``carry.state_layout``'s names."""
-    arch = module.config.architecture
+    arch = module.config.family
     parts = ("h", "c") if arch.cell == "lstm" else ("h",)
     return [f"layer{layer}.forward.{p}" for layer in range(arch.num_layers) for p in parts]
 
@@ -39,7 +39,7 @@ class _WithState(nn.Module):
     def __init__(self, module: SequenceModel) -> None:
         super().__init__()
         self.module = module
-        self.per_layer = 2 if module.config.architecture.cell == "lstm" else 1
+        self.per_layer = 2 if module.config.family.cell == "lstm" else 1
 
     def forward(self, inputs: Tensor, lengths: Tensor, *states: Tensor) -> tuple[Tensor, ...]:
         k = self.per_layer
@@ -51,14 +51,14 @@ class _WithState(nn.Module):
 def export_stateful_bytes(module: SequenceModel) -> bytes | None:
     """The stateful graph of a unidirectional module (None for bidirectional ones)."""
     config = module.config
-    if config.architecture.bidirectional:
+    if config.family.bidirectional:
         return None
     names = state_names(module)
     b, t = 2, 3  # batch >= 2 and T > 1, so that neither axis is frozen (see the export pitfalls)
     x = torch.zeros((b, t), dtype=torch.int64) if config.is_tokens else torch.zeros((b, t, config.num_features))
-    states = [torch.zeros(b, config.architecture.hidden_size) for _ in names]
+    states = [torch.zeros(b, config.family.hidden_size) for _ in names]
     dynamic: dict[str, dict[int, str]] = {"inputs": {0: "batch", 1: "time"}, "lengths": {0: "batch"},
-                                          "outputs": {0: "batch", 1: "time"} if config.architecture.head == "per_step"
+                                          "outputs": {0: "batch", 1: "time"} if config.head == "per_step"
                                           else {0: "batch"}}
     dynamic.update({f"state.{n}": {0: "batch"} for n in names})
     dynamic.update({f"final.{n}": {0: "batch"} for n in names})

@@ -89,7 +89,7 @@ class VersionStatus(_message.Message):
     def __init__(self, version: _Optional[str] = ..., state: _Optional[_Union[VersionState, str]] = ..., reason: _Optional[str] = ..., parity_max_abs_diff: _Optional[float] = ..., load_seconds: _Optional[float] = ...) -> None: ...
 
 class Architecture(_message.Message):
-    __slots__ = ("input_layer", "cell", "num_layers", "hidden_size", "bidirectional", "head", "embedding_dim", "num_parameters")
+    __slots__ = ("input_layer", "cell", "num_layers", "hidden_size", "bidirectional", "head", "embedding_dim", "num_parameters", "kind", "recurrent_ops")
     INPUT_LAYER_FIELD_NUMBER: _ClassVar[int]
     CELL_FIELD_NUMBER: _ClassVar[int]
     NUM_LAYERS_FIELD_NUMBER: _ClassVar[int]
@@ -98,6 +98,8 @@ class Architecture(_message.Message):
     HEAD_FIELD_NUMBER: _ClassVar[int]
     EMBEDDING_DIM_FIELD_NUMBER: _ClassVar[int]
     NUM_PARAMETERS_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    RECURRENT_OPS_FIELD_NUMBER: _ClassVar[int]
     input_layer: str
     cell: str
     num_layers: int
@@ -106,7 +108,9 @@ class Architecture(_message.Message):
     head: str
     embedding_dim: int
     num_parameters: int
-    def __init__(self, input_layer: _Optional[str] = ..., cell: _Optional[str] = ..., num_layers: _Optional[int] = ..., hidden_size: _Optional[int] = ..., bidirectional: _Optional[bool] = ..., head: _Optional[str] = ..., embedding_dim: _Optional[int] = ..., num_parameters: _Optional[int] = ...) -> None: ...
+    kind: str
+    recurrent_ops: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, input_layer: _Optional[str] = ..., cell: _Optional[str] = ..., num_layers: _Optional[int] = ..., hidden_size: _Optional[int] = ..., bidirectional: _Optional[bool] = ..., head: _Optional[str] = ..., embedding_dim: _Optional[int] = ..., num_parameters: _Optional[int] = ..., kind: _Optional[str] = ..., recurrent_ops: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class InputSchema(_message.Message):
     __slots__ = ("kind", "tokenizer", "vocab_size", "pad_id", "unk_id", "lowercase", "feature_names", "vocabulary", "special_tokens", "add_special_tokens")

@@ -32,7 +32,7 @@ class GateSaturation(_message.Message):
     def __init__(self, gate: _Optional[str] = ..., left_fraction: _Optional[float] = ..., right_fraction: _Optional[float] = ...) -> None: ...
 
 class LayerState(_message.Message):
-    __slots__ = ("layer", "direction", "cell", "gate_names", "hidden", "cell_state", "state_norm", "delta_norm", "gate_mean", "saturation", "saturation_summary", "timescale", "top_units", "prefix_prediction", "unit_contribution", "active_count", "projection", "gates")
+    __slots__ = ("layer", "direction", "cell", "gate_names", "hidden", "cell_state", "state_norm", "delta_norm", "gate_mean", "saturation", "saturation_summary", "timescale", "top_units", "prefix_prediction", "unit_contribution", "active_count", "projection", "gates", "source")
     LAYER_FIELD_NUMBER: _ClassVar[int]
     DIRECTION_FIELD_NUMBER: _ClassVar[int]
     CELL_FIELD_NUMBER: _ClassVar[int]
@@ -51,6 +51,7 @@ class LayerState(_message.Message):
     ACTIVE_COUNT_FIELD_NUMBER: _ClassVar[int]
     PROJECTION_FIELD_NUMBER: _ClassVar[int]
     GATES_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
     layer: int
     direction: str
     cell: str
@@ -69,4 +70,5 @@ class LayerState(_message.Message):
     active_count: _types_pb2.Tensor
     projection: _types_pb2.Tensor
     gates: _types_pb2.Tensor
-    def __init__(self, layer: _Optional[int] = ..., direction: _Optional[str] = ..., cell: _Optional[str] = ..., gate_names: _Optional[_Iterable[str]] = ..., hidden: _Optional[_Union[_types_pb2.Tensor, _Mapping]] = ..., cell_state: _Optional[_Union[_types_pb2.Tensor, _Mapping]] = ..., state_norm: _Optional[_Union[_types_pb2.Tensor, _Mapping]] = ..., delta_norm: _Optional[_Union[_types_pb2.Tensor, _Mapping]] = ..., gate_mean: _Optional[_Union[_types_pb2.Tensor, _Mapping]] = ..., saturation: _Optional[_Union[_types_pb2.Tensor, _Mapping]] = ..., saturation_summary: _Optional[_Iterable[_Union[GateSaturation, _Mapping]]] = ..., timescale: _Optional[_Union[_types_pb2.Tensor, _Mapping]] = ..., top_units: _Optional[_Union[_types_pb2.Tensor, _Mapping]] = ..., prefix_prediction: _Optional[_Union[_types_pb2.Tensor, _Mapping]] = ..., unit_contribution: _Optional[_Union[_types_pb2.Tensor, _Mapping]] = ..., active_count: _Optional[_Union[_types_pb2.Tensor, _Mapping]] = ..., projection: _Optional[_Union[_types_pb2.Tensor, _Mapping]] = ..., gates: _Optional[_Union[_types_pb2.Tensor, _Mapping]] = ...) -> None: ...
+    source: str
+    def __init__(self, layer: _Optional[int] = ..., direction: _Optional[str] = ..., cell: _Optional[str] = ..., gate_names: _Optional[_Iterable[str]] = ..., hidden: _Optional[_Union[_types_pb2.Tensor, _Mapping]] = ..., cell_state: _Optional[_Union[_types_pb2.Tensor, _Mapping]] = ..., state_norm: _Optional[_Union[_types_pb2.Tensor, _Mapping]] = ..., delta_norm: _Optional[_Union[_types_pb2.Tensor, _Mapping]] = ..., gate_mean: _Optional[_Union[_types_pb2.Tensor, _Mapping]] = ..., saturation: _Optional[_Union[_types_pb2.Tensor, _Mapping]] = ..., saturation_summary: _Optional[_Iterable[_Union[GateSaturation, _Mapping]]] = ..., timescale: _Optional[_Union[_types_pb2.Tensor, _Mapping]] = ..., top_units: _Optional[_Union[_types_pb2.Tensor, _Mapping]] = ..., prefix_prediction: _Optional[_Union[_types_pb2.Tensor, _Mapping]] = ..., unit_contribution: _Optional[_Union[_types_pb2.Tensor, _Mapping]] = ..., active_count: _Optional[_Union[_types_pb2.Tensor, _Mapping]] = ..., projection: _Optional[_Union[_types_pb2.Tensor, _Mapping]] = ..., gates: _Optional[_Union[_types_pb2.Tensor, _Mapping]] = ..., source: _Optional[str] = ...) -> None: ...
