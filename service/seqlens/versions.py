@@ -12,6 +12,7 @@ import torch
 from .errors import ModelConfigError
 from .families import SequenceModel
 from .runtimes.onnx import OnnxRuntime
+from .runtimes.runs import RunCounts, count_torch_runs
 from .runtimes.torch import WEIGHTS_FILE, load_torch_module
 from .schema import ModelConfig, TokenInput, parse_config
 from .tokenizers import Tokenizer, Vocabulary
@@ -37,6 +38,7 @@ class LoadedVersion:
     parity_max_abs_diff: float
     load_seconds: float = 0.0
     extras: dict[str, object] = field(default_factory=dict)  # per-version caches (e.g. PCA)
+    runs: RunCounts = field(default_factory=RunCounts)  # ONNX Runtime and torch runs, the load's included
 
     @property
     def onnx_session(self):  # type: ignore[no-untyped-def]
@@ -132,10 +134,12 @@ def load_version(path: Path, name: str, version: str, *, onnx_threads: int = 1,
         tokenizer = Tokenizer(config.input, vocab)
     vocab_size = len(tokenizer.vocab) if tokenizer else 0
     module = load_torch_module(config, weights_path, vocab_size or None)
-    onnx_rt = OnnxRuntime(onnx_path, intra_op_threads=onnx_threads)
+    runs = RunCounts()
+    count_torch_runs(module, runs)
+    onnx_rt = OnnxRuntime(onnx_path, intra_op_threads=onnx_threads, runs=runs)
     diff = parity_diff(module, onnx_rt, config, vocab_size)
     if diff > tolerance:
         raise ModelConfigError(
             f"parity check failed: ONNX Runtime and torch differ by {diff:.3g} (> {tolerance:g}) on probe inputs")
     return LoadedVersion(name, version, path, config, module, onnx_rt, tokenizer, diff,
-                         load_seconds=time.perf_counter() - start)
+                         load_seconds=time.perf_counter() - start, runs=runs)

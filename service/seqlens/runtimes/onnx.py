@@ -10,6 +10,7 @@ import onnx
 import onnxruntime as ort
 
 from ..errors import ModelConfigError
+from .runs import RunCounts
 
 INPUT_NAMES = ("inputs", "lengths")
 OUTPUT_NAME = "outputs"
@@ -49,7 +50,8 @@ class OnnxRuntime:
     ``run`` is thread-safe (ONNX Runtime sessions allow concurrent ``run`` calls).
     """
 
-    def __init__(self, path: Path, intra_op_threads: int = 1) -> None:
+    def __init__(self, path: Path, intra_op_threads: int = 1, runs: RunCounts | None = None) -> None:
+        self.runs = runs or RunCounts()
         try:
             model = onnx.load(str(path), load_external_data=False)
         except Exception as exc:  # noqa: BLE001 - onnx raises several unrelated types for bad files
@@ -83,5 +85,6 @@ class OnnxRuntime:
 
     def run(self, inputs: np.ndarray, lengths: np.ndarray) -> np.ndarray:
         """inputs [B,T] int64 or [B,T,F] float32, lengths [B] int64 -> outputs."""
+        self.runs.add("onnxruntime")
         out = self.session.run([OUTPUT_NAME], {"inputs": inputs, "lengths": lengths.astype(np.int64)})
         return np.asarray(out[0])
