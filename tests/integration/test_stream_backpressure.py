@@ -33,9 +33,16 @@ def test_unread_answers_hold_back_new_items(tmp_path: Path, start_server) -> Non
         stream = service_pb2_grpc.SequenceExplainerStub(channel).StreamExplain(iter(items), timeout=60)
         first = next(stream)
         assert first.request_id == "0" and not first.HasField("error")
-        time.sleep(1.0)  # the client reads nothing more; all 60 requests have been sent
-        stalled = explained()
-        assert stalled <= 20, f"{stalled} items explained while the client was not reading"
+        # The client reads nothing more; all 60 requests have been sent. Wait until the server
+        # has stopped (no item explained for 20 polls in a row): a server without backpressure
+        # would only stop at 60, however slow the machine, so this cannot pass by slowness.
+        stalled, quiet, end = explained(), 0, time.monotonic() + 120
+        while quiet < 20:
+            assert time.monotonic() < end, "the server never stopped taking items"
+            time.sleep(0.1)
+            now = explained()
+            quiet, stalled = (quiet + 1, stalled) if now == stalled else (0, now)
+        assert 2 <= stalled <= 20, f"{stalled} items explained while the client was not reading"
         rest = list(stream)  # reading again lets the stream finish every item
     assert sorted(int(a.request_id) for a in [first, *rest]) == list(range(60))
     assert explained() == 60
