@@ -98,7 +98,8 @@ def test_oip_server_and_model_metadata(channel: grpc.Channel) -> None:
     pinned = stub.ModelMetadata(oip.ModelMetadataRequest(name="words", version="1"), timeout=TIMEOUT)
     assert pinned.name == "words"
     tagger = stub.ModelMetadata(oip.ModelMetadataRequest(name="tagger"), timeout=TIMEOUT)
-    assert [(t.name, t.datatype, list(t.shape)) for t in tagger.inputs][0] == ("inputs", "FP32", [-1, -1, 3])
+    assert (tagger.inputs[0].name, tagger.inputs[0].datatype, list(tagger.inputs[0].shape)) == (
+        "inputs", "FP32", [-1, -1, 3])
     assert [list(t.shape) for t in tagger.outputs] == [[-1, -1, 3]]
     with pytest.raises(grpc.RpcError) as info:
         stub.ModelMetadata(oip.ModelMetadataRequest(name="words", version="9"), timeout=TIMEOUT)

@@ -26,11 +26,11 @@ from tests.unit.test_explainers_common import (
     FEATURE_FAMILIES,
     TOKEN_FAMILIES,
     assert_rel,
-    output_rounding,
     captum_target,
     forward_inputs,
     lengths_arg,
     make_problem,
+    output_rounding,
     sample_values,
 )
 
