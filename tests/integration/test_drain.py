@@ -35,9 +35,9 @@ REFUSED = "server is shutting down; retry on another replica"
 class Serve:
     """``seqlens serve`` on 127.0.0.1 with free ports, read from its JSON ready line."""
 
-    def __init__(self, repository: Path, grace_s: float) -> None:
+    def __init__(self, repository: Path, grace_s: float, **env_extra: str) -> None:
         env = {**os.environ, "SEQLENS_DRAIN_GRACE_S": str(grace_s), "SEQLENS_POLL_INTERVAL_S": "0",
-               "SEQLENS_PREDICT_WORKERS": "1", "SEQLENS_LOG_JSON": "true"}
+               "SEQLENS_PREDICT_WORKERS": "1", "SEQLENS_LOG_JSON": "true", **env_extra}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "seqlens.cli", "serve", "--model-repository", str(repository),
              "--host", "127.0.0.1", "--port", "0", "--metrics-port", "0"],
@@ -46,7 +46,7 @@ class Serve:
         self._ready = threading.Event()
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
-        if not self._ready.wait(60):
+        if not self._ready.wait(300):  # liveness only: a loaded machine starts slowly
             self.proc.kill()
             raise AssertionError(f"no ready line; stderr: {self.lines}")
         ready = next(line for line in self.lines if str(line.get("msg", "")).startswith("seqlens ready"))
@@ -210,3 +210,29 @@ def test_the_drain_is_bounded_by_the_grace_period(repo: Path) -> None:
         assert int(stopped["unfinished"]) >= 1  # type: ignore[call-overload]  # cut at the grace deadline
     finally:
         server.stop()
+
+
+def test_sigint_drains_like_sigterm_and_the_token_never_reaches_the_logs(repo: Path) -> None:
+    """README: SIGINT drains too; logs carry no bearer token, even of refused or failed calls."""
+    token = "tok-" + "9f3c" * 8
+    server = Serve(repo, GRACE_S, SEQLENS_AUTH_TOKEN=token)
+    try:
+        with grpc.insecure_channel(server.target) as channel:
+            stub = service_pb2_grpc.SequenceExplainerStub(channel)
+            auth = [("authorization", f"Bearer {token}")]
+            assert stub.Predict(_request(0, length=5), timeout=30, metadata=auth).predictions[0].label
+            bad = predict_pb2.PredictRequest(model_name="nope", inputs=[types_pb2.SequenceInput(text="x")])
+            with pytest.raises(grpc.RpcError):  # a failed call is logged ("rpc failed")
+                stub.Predict(bad, timeout=30, metadata=auth)
+            with pytest.raises(grpc.RpcError) as info:  # a wrong token is refused and logged
+                stub.Predict(_request(0, length=5), timeout=30, metadata=[("authorization", f"Bearer {token}x")])
+            assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED  # type: ignore[attr-defined]
+        server.proc.send_signal(signal.SIGINT)
+        assert server.proc.wait(GRACE_S + 60) == 0
+        server._reader.join(10)
+    finally:
+        server.stop()
+    msgs = [str(line.get("msg")) for line in server.lines]
+    assert "draining" in msgs and msgs[-1] == "stopped", msgs[-5:]
+    assert any(line.get("code") == "NOT_FOUND" for line in server.lines)  # the failed call was logged
+    assert all(token[4:] not in json.dumps(line) for line in server.lines)
