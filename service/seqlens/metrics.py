@@ -1,6 +1,6 @@
 """Prometheus metrics (names and labels fixed by DESIGN.md), on their own HTTP port.
 
-Labels take few values: rpc, model, code, stage, method, version. No request data.
+Labels take few values: rpc, model, code, stage, method, version, runtime. No request data.
 """
 
 from __future__ import annotations
