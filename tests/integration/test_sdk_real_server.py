@@ -1,9 +1,11 @@
 """The SDK against real servers (test_sdk_stream.py and test_sdk_channel.py use scripted ones):
-explain_iter yields as items finish, and round-robin spreads calls over two real replicas, as
-each replica's own request counter shows."""
+explain_iter yields as items finish, round-robin spreads calls over two real replicas, as each
+replica's own request counter shows, and calls refused by a really draining replica are retried
+on the other."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -39,3 +41,32 @@ def test_round_robin_spreads_calls_over_two_real_replicas(tmp_path: Path, start_
             assert client.list_models()[0].name == "m"
     got = (_requests(a, "ListModels") - before[0], _requests(b, "ListModels") - before[1])
     assert sum(got) == 20 and min(got) >= 5, got
+
+
+def test_calls_refused_by_a_draining_replica_are_retried_on_the_other(tmp_path: Path, start_server: Any) -> None:
+    """A real drain on replica A refuses new calls (UNAVAILABLE, "retry on another replica");
+    the SDK's retries land every call on B."""
+    import asyncio
+
+    from seqlens_client import RetryPolicy
+
+    export_tiny(tmp_path / "repo", "m", seed=1)
+    # A's drain holds its listener open until no call has arrived for drain_quiet_s
+    a = start_server(tmp_path / "repo", drain_quiet_s=15.0, drain_grace_s=60.0)
+    b = start_server(tmp_path / "repo")
+    with Client(a.target, timeout=60) as only_a:
+        only_a.list_models()  # a call has arrived: the drain waits for quiet from here
+    with Client(f"ipv4:{a.target},{b.target}", timeout=60,
+                retry=RetryPolicy(max_attempts=5, initial_backoff_s=0.01)) as client:
+        client.wait_ready(60)
+        before_b = _requests(b, "ListModels")
+        drain = asyncio.run_coroutine_threadsafe(a.server.drain(), a.loop)
+        while not a.server.dataplane.draining:
+            time.sleep(0.005)
+        names = [client.list_models()[0].name for _ in range(10)]
+    assert names == ["m"] * 10
+    assert _requests(b, "ListModels") - before_b == 10  # every call was answered by B, none lost
+    refused = a.server.metrics.registry.get_sample_value(
+        "seqlens_requests_total", {"rpc": "ListModels", "model": "", "code": "UNAVAILABLE"}) or 0.0
+    assert refused >= 1  # round robin did pick A: its refusals were retried on B
+    drain.result(120)
