@@ -113,14 +113,14 @@ def test_a_real_drain_turns_every_service_not_serving_and_loses_no_call(tmp_path
                 stream.cancel()  # a watch is an in-flight call too: let the drain end
                 return
 
-    async def outcome(call: Any) -> grpc.StatusCode:
+    async def outcome(call: Any) -> tuple[grpc.StatusCode, str]:
         try:
             await call
         except grpc.aio.AioRpcError as err:
-            return err.code()
-        return grpc.StatusCode.OK
+            return err.code(), err.details() or ""
+        return grpc.StatusCode.OK, ""
 
-    async def main() -> tuple[list[grpc.StatusCode], list[grpc.StatusCode]]:
+    async def main() -> tuple[list[tuple[grpc.StatusCode, str]], list[tuple[grpc.StatusCode, str]]]:
         async with grpc.aio.insecure_channel(srv.target) as channel:
             stub = service_pb2_grpc.SequenceExplainerStub(channel)
             await stub.Predict(request, timeout=TIMEOUT)
@@ -150,8 +150,10 @@ def test_a_real_drain_turns_every_service_not_serving_and_loses_no_call(tmp_path
         codes, late = asyncio.run(main())
     finally:
         srv.__exit__(None, None, None)
-    assert codes == [grpc.StatusCode.OK] * 6  # every call in flight at the drain was answered
-    assert late == [grpc.StatusCode.UNAVAILABLE] * 2  # new calls are refused, for a retry elsewhere
+    assert codes == [(grpc.StatusCode.OK, "")] * 6  # every call in flight at the drain was answered
+    # new calls are refused by the server itself (its listener stays open through the quiet
+    # period), for a retry elsewhere: not cut by a closed connection
+    assert late == [(grpc.StatusCode.UNAVAILABLE, "server is shutting down; retry on another replica")] * 2
     for service, seen in statuses.items():
         assert seen[0] == health_pb2.HealthCheckResponse.SERVING, service
         assert seen[-1] == health_pb2.HealthCheckResponse.NOT_SERVING, service
