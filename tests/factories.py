@@ -27,11 +27,12 @@ def tiny_config(*, cell: str = "lstm", task: str = "classification", tokens: boo
     }
     if tokens:
         data["input"] = {"kind": "tokens", "tokenizer": tokenizer}
-        data["training_mean"] = [0.0] * emb
+        # not zeros: a TRAINING_MEAN baseline must differ from ZEROS for tests to tell them apart
+        data["training_mean"] = [round(0.3 * np.sin(i + 1.0), 4) for i in range(emb)]
     else:
         data["input"] = {"kind": "features", "feature_names": FEATURES, "mean": [0.5, -1.0, 2.0],
                          "std": [1.0, 2.0, 0.5]}
-        data["training_mean"] = [0.5, -1.0, 2.0]
+        data["training_mean"] = [0.8, -0.4, 1.7]  # not input.mean: that would be zeros after scaling
     if task in ("classification", "tagging"):
         data["labels"] = ["neg", "neu", "pos"]
     else:

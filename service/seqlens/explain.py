@@ -1,9 +1,10 @@
 """Explain one sequence: prediction, per-method attributions, their quality, state, timings.
 
 ``explain`` is the whole computation, synchronous, for one worker thread of the gradient
-pool: tokenize, check every option and the work limit before any model code runs, predict
-on ONNX Runtime, resolve the target, run each method (gradient methods on torch,
-perturbation methods on ONNX Runtime), then faithfulness and state summaries on request.
+pool: tokenize, check every option, the explicit target and the work limit before any model
+code runs, predict on ONNX Runtime, fill the default target, run each method (gradient
+methods on torch, perturbation methods on ONNX Runtime), then faithfulness and state
+summaries on request.
 ``ExplainRunner`` puts it on that pool from the event loop, bounds the queue, passes the
 deadline and cancellation in, and records the stage and quality metrics.
 """
@@ -33,7 +34,7 @@ from .explainers.control import Cancelled, WorkControl
 from .explainers.options import MethodOptions, Plan, PlanContext
 from .explainers.problem import Problem
 from .explainers.result import Attribution
-from .explainers.targets import ResolvedTarget, TargetSpec, resolve_target
+from .explainers.targets import ResolvedTarget, TargetSpec, check_target, resolve_target
 from .inputs import SequenceInput, encode, max_length_for
 from .metrics import Metrics
 from .results import Prediction, make_prediction
@@ -143,6 +144,7 @@ def explain(loaded: LoadedVersion, request: ExplainRequest, settings: Settings,
                           baseline_replaces_ids=baseline.replaces_ids,
                           # perturbations that cannot start from cached states run on ONNX Runtime
                           bidirectional=not config.starts_late)
+        check_target(config, request.target, enc.length)  # explicit targets: refused before any model run
         plans = plan_methods(request, ctx, settings)
         if request.state is not None and request.state.enabled:
             summaries.resolve_for(loaded, request.state)  # bad names fail before any work

@@ -1,10 +1,11 @@
 """Prometheus metrics (names and labels fixed by DESIGN.md), on their own HTTP port.
 
-Labels take few values: rpc, model, code, stage, method, version. No request data.
+Labels take few values: rpc, model, code, stage, method, version, runtime. No request data.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Iterator
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import (
@@ -17,6 +18,13 @@ from prometheus_client import (
     ProcessCollector,
     start_http_server,
 )
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
+
+from .runtimes.runs import RunCounts
+
+# (model, version, its run counts) for every loaded version, read at each scrape
+RunSource = Callable[[], Iterable[tuple[str, str, RunCounts]]]
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
@@ -69,6 +77,10 @@ class Metrics:
             "seqlens_chunk_duration_seconds", "Time to run one chunk of a sequence (mode: client- or server-held)",
             ["model", "mode"], buckets=_LATENCY_BUCKETS, registry=r)
 
+    def count_model_runs(self, source: RunSource) -> None:
+        """Export ``seqlens_model_runs_total{model,version,runtime}`` from ``source``."""
+        self.registry.register(_ModelRuns(source))
+
     def serve(self, host: str, port: int) -> int:
         """Start the /metrics HTTP server (its own thread); returns the bound port."""
         self._http, _thread = start_http_server(port, addr=host, registry=self.registry)
@@ -79,3 +91,18 @@ class Metrics:
             self._http.shutdown()
             self._http.server_close()
             self._http = None
+
+
+class _ModelRuns(Collector):
+    """ONNX Runtime and torch runs per loaded version, read from the versions at scrape time."""
+
+    def __init__(self, source: RunSource) -> None:
+        self._source = source
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        family = CounterMetricFamily("seqlens_model_runs", "Model runs per version and runtime (load checks included)",
+                                     labels=["model", "version", "runtime"])
+        for model, version, counts in self._source():
+            for runtime, n in counts.snapshot().items():
+                family.add_metric([model, version, runtime], n)
+        yield family

@@ -19,6 +19,7 @@ from .runtimes.replay import (
     attribution_width,
     check_attribution_point,
 )
+from .runtimes.runs import RunCounts, count_torch_runs
 from .runtimes.torch import WEIGHTS_FILE, load_torch_module
 from .schema import ModelConfig, TokenInput, parse_config
 from .tokenizers import TextTokenizer, Tokenizer, Vocabulary
@@ -46,6 +47,7 @@ class LoadedVersion:
     load_seconds: float = 0.0
     extras: dict[str, object] = field(default_factory=dict)  # per-version caches (e.g. PCA)
     attribution_width: int = 0  # E of the attribution tensor [T,E] (embedding or feature width)
+    runs: RunCounts = field(default_factory=RunCounts)  # ONNX Runtime and torch runs, the load's included
 
     def __post_init__(self) -> None:
         if not self.attribution_width and not self.config.is_graph:
@@ -199,12 +201,14 @@ def load_version(path: Path, name: str, version: str, *, onnx_threads: int = 1,
     tokenizer = load_tokenizer(path, config.input) if isinstance(config.input, TokenInput) else None
     vocab_size = tokenizer.vocab_size if tokenizer else 0
     module: SequenceModel | ReplayModule
+    runs = RunCounts()
     if config.is_graph:
-        module, onnx_rt, width = _load_graph(config, onnx_path, onnx_threads, limits, vocab_size)
+        module, onnx_rt, width = _load_graph(config, onnx_path, onnx_threads, limits, vocab_size, runs)
     else:
         module = load_torch_module(config, version_file(path, WEIGHTS_FILE), vocab_size or None)
-        onnx_rt = OnnxRuntime(onnx_path, intra_op_threads=onnx_threads)
+        onnx_rt = OnnxRuntime(onnx_path, intra_op_threads=onnx_threads, runs=runs)
         width = config.family.embedding_dim
+    count_torch_runs(module, runs)
     try:
         diff = parity_diff(module, onnx_rt, config, vocab_size)
     except ResourceExhausted as exc:  # a replay bound (loop trips, created tensor size) on probe inputs
@@ -214,7 +218,7 @@ def load_version(path: Path, name: str, version: str, *, onnx_threads: int = 1,
         raise ModelConfigError(f"parity check failed: ONNX Runtime and {runtime} differ by {diff:.3g} "
                                f"(> {tolerance:g}) on probe inputs")
     loaded = LoadedVersion(name, version, path, config, module, onnx_rt, tokenizer, diff,
-                           load_seconds=0.0, attribution_width=width)
+                           load_seconds=0.0, attribution_width=width, runs=runs)
     if config.is_graph:
         _check_state_outputs(loaded)
     loaded.load_seconds = time.perf_counter() - start
@@ -222,7 +226,7 @@ def load_version(path: Path, name: str, version: str, *, onnx_threads: int = 1,
 
 
 def _load_graph(config: ModelConfig, onnx_path: Path, onnx_threads: int, limits: ReplayLimits | None,
-                vocab_size: int) -> tuple[ReplayModule, OnnxRuntime, int]:
+                vocab_size: int, runs: RunCounts) -> tuple[ReplayModule, OnnxRuntime, int]:
     """A custom graph: the replay (safety rules checked while parsing), then ONNX Runtime."""
     spec = config.graph
     assert spec is not None
@@ -231,7 +235,7 @@ def _load_graph(config: ModelConfig, onnx_path: Path, onnx_threads: int, limits:
     module = ReplayModule(graph, config)
     onnx_rt = OnnxRuntime(onnx_path, intra_op_threads=onnx_threads, model=model,
                           input_names=(spec.inputs, spec.lengths), output_name=spec.output,
-                          state_names=tuple(s.output for s in spec.states), custom=True)
+                          state_names=tuple(s.output for s in spec.states), custom=True, runs=runs)
     check_attribution_point(graph, module.names)
     width = attribution_width(module, config.num_features)
     if config.is_tokens and config.training_mean is not None and len(config.training_mean) != width:

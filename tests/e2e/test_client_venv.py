@@ -9,7 +9,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -51,7 +50,6 @@ print(json.dumps({"models": models, "labels": [p.label for p in pred], "tokens":
 
 
 def test_fresh_venv_with_only_the_client(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
-    start = time.monotonic()
     repo = tmp_path_factory.mktemp("venv-repo")
     export_tiny(repo, "words", cell="lstm", task="classification", tokens=True)
     src = tmp_path / "client-src"  # a clean copy: building must not write into the work tree
@@ -89,4 +87,3 @@ def test_fresh_venv_with_only_the_client(tmp_path: Path, tmp_path_factory: pytes
     assert "integrated_gradients" in out["text"]
     assert html.read_text(encoding="utf-8").startswith("<!DOCTYPE html>")
     assert [m["name"] for m in json.loads(cli.stdout)] == ["words"]
-    assert time.monotonic() - start < 120

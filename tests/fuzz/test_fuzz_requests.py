@@ -238,4 +238,5 @@ def test_server_healthy_afterwards_and_counts(server: ServerThread, channel: grp
         print(f"\nfuzz: {total} requests; status counts per suite/RPC:")
         for (suite, code), n in sorted(COUNTS.items()):
             print(f"  {suite:34s} {code:20s} {n:6d}")
-    assert total >= 4000
+    # No count is asserted: run alone (pytest -k) this test has no fuzzing before it, and the
+    # checks above hold either way; each fuzz test's own settings fix how many requests it sends.

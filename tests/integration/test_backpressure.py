@@ -1,13 +1,19 @@
 """Backpressure through a real server with a small queue and one worker: a flood beyond the
-queue is refused at once with RESOURCE_EXHAUSTED (naming the limit) and every admitted call
-succeeds; a short deadline on a queued prediction returns DEADLINE_EXCEEDED, its sequences
-leave the queue and the worker is free right after; cancelled calls leave the queue too.
-On the gradient side: a short deadline stops a long explanation and frees its worker, and
-predictions stay fast while explanations run."""
+queue is refused with RESOURCE_EXHAUSTED (naming the limit) before any queued work runs, and
+every admitted call succeeds; a short deadline on a queued prediction returns
+DEADLINE_EXCEEDED, its sequences leave the queue and never reach ONNX Runtime; cancelled calls
+leave the queue too. On the gradient side: a short deadline stops a long explanation (its torch
+runs stop) and frees its worker, and predictions are answered while explanations run.
+
+No wall-clock bounds: "at once" is judged by order of events. The only worker is held by a
+gate (a job in the server's own prediction pool) while the flood arrives, so a refusal that
+waited for the worker could not come back before the gate opens.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Callable, Iterator
 
@@ -21,8 +27,8 @@ from tests.factories import VOCAB, export_tiny
 
 QUEUE = 6
 BUSY = 6  # long single-sequence calls: one runs, five wait (the queue holds QUEUE)
-LONG = 3000  # timesteps: one ONNX Runtime run of the "slow" model takes ~0.2 s (wide margins on a fast machine)
-TIMEOUT = 30.0
+LONG = 300  # timesteps
+TIMEOUT = 60.0
 
 
 @pytest.fixture(scope="module")
@@ -57,107 +63,126 @@ def _pending(server: ServerThread) -> int:
     return sum(b.pending for b in server.server.dataplane.batchers())
 
 
-async def _until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+async def _until(condition: Callable[[], bool], timeout: float = 60.0) -> None:
+    """Waits for a state of the server; the timeout only turns a hang into a failure."""
     end = time.monotonic() + timeout
     while not condition():
-        assert time.monotonic() < end, "condition not reached in time"
+        assert time.monotonic() < end, "condition never reached (a hang)"
         await asyncio.sleep(0.002)
 
 
-async def _timed(call: grpc.aio.UnaryUnaryCall) -> tuple[grpc.StatusCode, float, str]:
-    t0 = time.perf_counter()
+async def _outcome(call: grpc.aio.UnaryUnaryCall) -> tuple[grpc.StatusCode, str]:
     try:
         await call
     except grpc.aio.AioRpcError as err:
-        return err.code(), time.perf_counter() - t0, err.details() or ""
-    return grpc.StatusCode.OK, time.perf_counter() - t0, ""
+        return err.code(), err.details() or ""
+    return grpc.StatusCode.OK, ""
 
 
-def test_a_flood_beyond_the_queue_is_refused_at_once_and_nothing_else_fails(server: ServerThread) -> None:
+class _Gate:
+    """Holds the server's only prediction worker until opened (a job in its own pool)."""
+
+    def __init__(self, server: ServerThread) -> None:
+        self._open = threading.Event()
+        self._job = server.server.dataplane.predict_pool.submit(self._open.wait, TIMEOUT)
+
+    def open(self) -> None:
+        self._open.set()
+        self._job.result()
+
+
+def test_a_flood_beyond_the_queue_is_refused_before_any_queued_work_and_nothing_else_fails(
+        server: ServerThread) -> None:
     flood = 40
 
-    async def main() -> list[tuple[grpc.StatusCode, float, str]]:
+    async def main() -> tuple[list[tuple[grpc.StatusCode, str]], list[tuple[grpc.StatusCode, str]], float]:
         async with grpc.aio.insecure_channel(server.target) as channel:
             stub = service_pb2_grpc.SequenceExplainerStub(channel)
             await stub.Predict(_request(3, 0), timeout=TIMEOUT)  # warm up the channel and the batcher
-            return list(await asyncio.gather(*(_timed(stub.Predict(_request(LONG, i), timeout=TIMEOUT))
-                                               for i in range(flood))))
+            ran_before = _sequences_run(server)
+            gate = _Gate(server)
+            try:
+                calls = [asyncio.ensure_future(_outcome(stub.Predict(_request(LONG, i), timeout=TIMEOUT)))
+                         for i in range(flood)]
+                # every call is answered or admitted, and the queue is full
+                await _until(lambda: sum(c.done() for c in calls) + _inflight(server) == flood
+                             and _pending(server) == QUEUE)
+                early = [c.result() for c in calls if c.done()]
+                ran_early = _sequences_run(server) - ran_before
+            finally:
+                gate.open()
+            return early, list(await asyncio.gather(*calls)), ran_early
 
-    results = asyncio.run(main())
-    codes = [code for code, _, _ in results]
-    refused = [(took, details) for code, took, details in results if code == grpc.StatusCode.RESOURCE_EXHAUSTED]
-    served = [took for code, took, _ in results if code == grpc.StatusCode.OK]
-    assert len(refused) + len(served) == flood, codes  # nothing else: no timeouts, no INTERNAL
-    # a full queue (and the running batches) admitted; the flood arrives faster than the worker drains it
-    assert QUEUE <= len(served) <= flood - 10, codes
-    assert all(f"batch_max_queue={QUEUE}" in details for _, details in refused)
-    # refused at once: no refusal waited for the worker (each ONNX run here takes ~0.2 s, and
-    # the admitted calls queued behind several), per the server's own latency histogram
-    reg = server.server.metrics.registry
-    labels = {"rpc": "Predict", "model": "slow", "code": "RESOURCE_EXHAUSTED"}
-    assert reg.get_sample_value("seqlens_request_duration_seconds_count", labels) == len(refused)
-    under = reg.get_sample_value("seqlens_request_duration_seconds_bucket", {**labels, "le": "0.5"})
-    assert under >= 0.9 * len(refused)  # (a few may lose the CPU for a while on a shared VM)
-    assert max(took for took, _ in refused) < 5.0  # as seen by the caller, on a busy shared machine
+    early, results, ran_early = asyncio.run(main())
+    assert ran_early == 0  # the gate held the worker: nothing ran before the refusals came back
+    assert early and all(code == grpc.StatusCode.RESOURCE_EXHAUSTED for code, _ in early), early
+    assert all(f"batch_max_queue={QUEUE}" in details for _, details in early)
+    codes = [code for code, _ in results]
+    # admitted: the queue, plus the batch the batcher handed to the held worker (1 or 2 sequences)
+    assert codes.count(grpc.StatusCode.OK) in (QUEUE + 1, QUEUE + 2), codes
+    assert codes.count(grpc.StatusCode.RESOURCE_EXHAUSTED) == len(early) == flood - codes.count(grpc.StatusCode.OK)
     assert _pending(server) == 0
 
 
 def test_a_short_deadline_on_a_queued_prediction_frees_its_place(server: ServerThread) -> None:
-    async def main() -> tuple[list[tuple[grpc.StatusCode, float, str]], float, float]:
+    async def main() -> tuple[list[tuple[grpc.StatusCode, str]], tuple[grpc.StatusCode, str], float]:
         async with grpc.aio.insecure_channel(server.target) as channel:
             stub = service_pb2_grpc.SequenceExplainerStub(channel)
             await stub.Predict(_request(3, 0), timeout=TIMEOUT)
             ran_before = _sequences_run(server)
-            # long batches keep the only worker busy for a while: one running, five queued
-            busy = [asyncio.ensure_future(_timed(stub.Predict(_request(LONG, 100 + i), timeout=TIMEOUT)))
-                    for i in range(BUSY)]
-            await _until(lambda: _inflight(server) == BUSY)
-            # waits in the queue (about 1 s of work ahead of it) and expires there
-            late = await _timed(stub.Predict(_request(LONG, 200), timeout=0.3))
-            assert late[0] == grpc.StatusCode.DEADLINE_EXCEEDED
-            assert late[1] < 1.0
-            await _until(lambda: _inflight(server) <= BUSY)  # the server saw the cancellation
-            assert _pending(server) <= BUSY - 1  # the expired sequence left the queue
+            gate = _Gate(server)
+            try:
+                # one call handed to the held worker, the others queued behind it
+                busy = [asyncio.ensure_future(_outcome(stub.Predict(_request(LONG, 100 + i), timeout=TIMEOUT)))
+                        for i in range(BUSY)]
+                await _until(lambda: _inflight(server) == BUSY and _pending(server) == BUSY - 1)
+                # queued behind the gate: it can only expire there
+                late = await _outcome(stub.Predict(_request(LONG, 200), timeout=0.3))
+                await _until(lambda: _inflight(server) == BUSY)  # the server saw the cancellation
+                assert _pending(server) == BUSY - 1  # the expired sequence left the queue
+            finally:
+                gate.open()
             done = list(await asyncio.gather(*busy))
-            t0 = time.perf_counter()
-            quick = await _timed(stub.Predict(_request(3, 1), timeout=TIMEOUT))  # the worker is free at once
-            return [*done, quick], time.perf_counter() - t0, _sequences_run(server) - ran_before
+            quick = await _outcome(stub.Predict(_request(3, 1), timeout=TIMEOUT))  # the worker serves again
+            return [*done, quick], late, _sequences_run(server) - ran_before
 
     before = _requests(server, "DEADLINE_EXCEEDED")
-    results, quick_took, ran = asyncio.run(main())
-    assert [code for code, _, _ in results] == [grpc.StatusCode.OK] * (BUSY + 1)
-    assert quick_took < 0.5
+    results, late, ran = asyncio.run(main())
+    assert late[0] == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert [code for code, _ in results] == [grpc.StatusCode.OK] * (BUSY + 1)
     assert ran == BUSY + 1  # the busy ones and the quick one: the expired request never reached ONNX Runtime
     # counted when the server saw the call before it expired (grpc drops it earlier on a busy VM)
     assert _requests(server, "DEADLINE_EXCEEDED") in (before, before + 1)
 
 
 def test_cancelled_calls_leave_the_queue(server: ServerThread) -> None:
-    async def main() -> tuple[list[tuple[grpc.StatusCode, float, str]], float]:
+    async def main() -> tuple[list[tuple[grpc.StatusCode, str]], float]:
         async with grpc.aio.insecure_channel(server.target) as channel:
             stub = service_pb2_grpc.SequenceExplainerStub(channel)
             await stub.Predict(_request(3, 0), timeout=TIMEOUT)
             ran_before = _sequences_run(server)
-            busy = [asyncio.ensure_future(_timed(stub.Predict(_request(LONG, 300 + i), timeout=TIMEOUT)))
-                    for i in range(2)]
-            await asyncio.sleep(0.01)
-            doomed = [stub.Predict(_request(LONG, 400 + i), timeout=TIMEOUT) for i in range(3)]
-            await _until(lambda: _inflight(server) == 5)  # all five calls are in the server
-            for call in doomed:
-                call.cancel()
-            await _until(lambda: _inflight(server) <= 2)
-            assert _pending(server) <= 1  # only the second busy call may still wait
+            gate = _Gate(server)
+            try:
+                busy = [asyncio.ensure_future(_outcome(stub.Predict(_request(LONG, 300 + i), timeout=TIMEOUT)))
+                        for i in range(2)]
+                await _until(lambda: _inflight(server) == 2)
+                doomed = [stub.Predict(_request(LONG, 400 + i), timeout=TIMEOUT) for i in range(3)]
+                await _until(lambda: _inflight(server) == 5)  # all five calls are in the server
+                for call in doomed:
+                    call.cancel()
+                await _until(lambda: _inflight(server) == 2)
+                # the doomed ones left the queue; the busy ones are at the worker or queued
+                assert _pending(server) <= 1
+            finally:
+                gate.open()
             done = list(await asyncio.gather(*busy))
             return done, _sequences_run(server) - ran_before
 
     before = _requests(server, "CANCELLED")
     done, ran = asyncio.run(main())
-    assert [code for code, _, _ in done] == [grpc.StatusCode.OK] * 2
-    assert ran == 2
-    deadline = time.monotonic() + 5
-    while _requests(server, "CANCELLED") < before + 3 and time.monotonic() < deadline:
-        time.sleep(0.01)  # the server records a cancellation when grpc tells it
-    assert _requests(server, "CANCELLED") == before + 3
+    assert [code for code, _ in done] == [grpc.StatusCode.OK] * 2
+    assert ran == 2  # the cancelled calls never reached ONNX Runtime
+    asyncio.run(_until(lambda: _requests(server, "CANCELLED") == before + 3))  # recorded when grpc tells the server
     assert _pending(server) == 0
 
 
@@ -180,40 +205,45 @@ def _explain(n_steps: int, length: int = 400) -> explain_pb2.ExplainRequest:
                                                quadrature=explain_pb2.RIEMANN_MIDDLE)])
 
 
+def _torch_runs(server: ServerThread) -> float:
+    return server.server.metrics.registry.get_sample_value(
+        "seqlens_model_runs_total", {"model": "words", "version": "1", "runtime": "torch"}) or 0.0
+
+
 def test_a_short_deadline_stops_a_long_explanation_and_frees_the_worker(explain_server: ServerThread) -> None:
+    """After the deadline the long explanation runs at most its chunk in progress (torch runs
+    stop), and the only worker serves the next explanation."""
     with grpc.insecure_channel(explain_server.target) as channel:
         stub = service_pb2_grpc.SequenceExplainerStub(channel)
-        stub.Explain(_explain(4, length=20), timeout=TIMEOUT)  # warm
-        t0 = time.perf_counter()
+        before = _torch_runs(explain_server)
+        stub.Explain(_explain(4, length=20), timeout=TIMEOUT)
+        quick_runs = _torch_runs(explain_server) - before  # the same quick explanation, measured alone
         with pytest.raises(grpc.RpcError) as info:
             stub.Explain(_explain(1024), timeout=0.3)  # seconds of gradient work
         assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED  # type: ignore[attr-defined]
-        assert time.perf_counter() - t0 < 1.0
-        t0 = time.perf_counter()
-        stub.Explain(_explain(4, length=20), timeout=TIMEOUT)  # the only worker is free again
-        assert time.perf_counter() - t0 < 1.0
+        at_deadline = _torch_runs(explain_server)
+        stub.Explain(_explain(4, length=20), timeout=TIMEOUT)  # queued behind the stopping job, if any
+        # the quick one's runs, plus at most the chunk (or two: client and server deadlines differ
+        # by the transit) the long job was in when its deadline passed; a job that ran on would add ~70
+        assert quick_runs <= _torch_runs(explain_server) - at_deadline <= quick_runs + 2
 
 
-def test_predictions_are_not_starved_by_explanations(explain_server: ServerThread) -> None:
-    async def main() -> list[float]:
+def test_predictions_are_answered_while_explanations_run(explain_server: ServerThread) -> None:
+    async def main() -> int:
         async with grpc.aio.insecure_channel(explain_server.target) as channel:
             stub = service_pb2_grpc.SequenceExplainerStub(channel)
             predict = predict_pb2.PredictRequest(model_name="words", inputs=[
                 types_pb2.SequenceInput(token_ids=types_pb2.TokenIds(ids=[2, 3, 4, 5]))])
             await stub.Predict(predict, timeout=TIMEOUT)
             explanations = [stub.Explain(_explain(256), timeout=TIMEOUT) for _ in range(2)]
-            await asyncio.sleep(0.1)  # the gradient worker is busy, one explanation waits
-            latencies = []
+            started = _torch_runs(explain_server)
+            await _until(lambda: _torch_runs(explain_server) > started)  # gradient work is going on
             for _ in range(20):
-                t0 = time.perf_counter()
                 await stub.Predict(predict, timeout=TIMEOUT)
-                latencies.append(time.perf_counter() - t0)
             busy = sum(not call.done() for call in explanations)
             for call in explanations:
                 call.cancel()
-            assert busy >= 1  # the predictions above ran while gradient work was going on
-            return latencies
+            return busy
 
-    latencies = sorted(asyncio.run(main()))
-    assert latencies[len(latencies) // 2] < 0.1  # median; each prediction is ~1 ms of work, an explanation chunk ~10-50 ms
-    assert latencies[-1] < 0.5
+    # all 20 predictions were answered before the explanations finished: not queued behind them
+    assert asyncio.run(main()) >= 1

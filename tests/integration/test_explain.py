@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import grpc
@@ -89,16 +89,27 @@ DOMAIN_METHODS = (
 )
 
 
+def _stage_sums(server: ServerThread, model: str) -> dict[str, float]:
+    """seqlens_stage_duration_seconds_sum{model,stage} per stage, as the server exports it."""
+    return {stage: server.server.metrics.registry.get_sample_value(
+        "seqlens_stage_duration_seconds_sum", {"model": model, "stage": stage}) or 0.0
+        for stage in ("queue", "tokenize", "onnx", "gradient", "summary", "faithfulness", "serialize")}
+
+
 @pytest.mark.parametrize("name", list(MODELS))
-def test_explain_over_grpc_equals_the_in_process_explainer(repo: Path, stub: Stub, name: str) -> None:
+def test_explain_over_grpc_equals_the_in_process_explainer(repo: Path, server: ServerThread, stub: Stub,
+                                                           name: str) -> None:
     text = "the film was not very good , but witty"
     if MODELS[name]["tokens"]:
         wire, item = types_pb2.SequenceInput(text=text), SequenceInput(text=text)
     else:
         wire, item = _features(SERIES), SequenceInput(features=SERIES)
+    observed = _stage_sums(server, name)
+    called = time.perf_counter()
     resp = stub.Explain(explain_pb2.ExplainRequest(
         request_id="r1", model_name=name, input=wire, methods=METHODS, faithfulness=True,
         target=explain_pb2.Target(output_space=explain_pb2.LOGIT)))
+    answered = time.perf_counter() - called
     request = ExplainRequest(name, item, methods=DOMAIN_METHODS, target=TargetSpec(), faithfulness=True)
     local = explain(load_model(repo, name), request, Settings(**SERVER_SETTINGS))
     assert resp.request_id == "r1" and resp.model_version == "1"
@@ -129,7 +140,13 @@ def test_explain_over_grpc_equals_the_in_process_explainer(repo: Path, stub: Stu
         assert all(text[k.start:k.end] == k.text for k in resp.tokens)
     stages = [s.stage for s in resp.timings]
     assert stages == ["queue", "tokenize", "onnx", "gradient", "faithfulness", "serialize"]
-    assert all(s.seconds >= 0 for s in resp.timings)
+    # every stage did work, and the reported seconds are what the server's histogram observed
+    # (serialize is observed after the answer is built) and lie within the call's duration
+    assert all(s.seconds > 0 for s in resp.timings)
+    now = _stage_sums(server, name)
+    for s in resp.timings[:-1]:
+        assert now[s.stage] - observed.get(s.stage, 0.0) == pytest.approx(s.seconds, rel=1e-9, abs=1e-12)
+    assert sum(s.seconds for s in resp.timings) <= answered
 
 
 def test_get_model_lists_the_methods(stub: Stub) -> None:
@@ -212,10 +229,21 @@ def _slow(request_id: str) -> explain_pb2.ExplainRequest:
     return _words(request_id, explain_pb2.AttributionMethod(name="smoothgrad", n_samples=60_000))
 
 
-def _quick_after(stub: Stub) -> float:
-    start = time.perf_counter()
-    stub.Explain(_words("quick", explain_pb2.AttributionMethod(name="saliency")), timeout=30)
-    return time.perf_counter() - start
+def _quick(stub: Stub) -> None:
+    stub.Explain(_words("quick", explain_pb2.AttributionMethod(name="saliency")), timeout=60)
+
+
+def _torch_runs(server: ServerThread) -> float:
+    return server.server.metrics.registry.get_sample_value(
+        "seqlens_model_runs_total", {"model": "words", "version": "1", "runtime": "torch"}) or 0.0
+
+
+def _until(condition: Callable[[], bool]) -> None:
+    """Waits for a state of the server; the timeout only turns a hang into a failure."""
+    end = time.monotonic() + 60
+    while not condition():
+        assert time.monotonic() < end, "condition never reached (a hang)"
+        time.sleep(0.005)
 
 
 @pytest.fixture(scope="module")
@@ -228,27 +256,41 @@ def one_row_server(repo: Path) -> Iterator[ServerThread]:
 def test_deadline_cancels_work_between_chunks(one_row_server: ServerThread) -> None:
     with grpc.insecure_channel(one_row_server.target) as channel:
         stub = service_pb2_grpc.SequenceExplainerStub(channel)
+        before = _torch_runs(one_row_server)
+        _quick(stub)
+        quick_runs = _torch_runs(one_row_server) - before
         with pytest.raises(grpc.RpcError) as err:
             stub.Explain(_slow("slow"), timeout=0.5)
         assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
-        # The only worker is free again at once, not after the slow job's many seconds.
-        assert _quick_after(stub) < 3.0
+        at_deadline = _torch_runs(one_row_server)
+        # The only worker is free again: the slow job (60,000 one-row passes) ran at most the
+        # chunk it was in (or two: client and server deadlines differ by the transit).
+        _quick(stub)
+        assert quick_runs <= _torch_runs(one_row_server) - at_deadline <= quick_runs + 2
 
 
 def test_cancelled_call_stops_its_work_and_a_full_queue_sheds_load(one_row_server: ServerThread) -> None:
+    registry = one_row_server.server.metrics.registry
     with grpc.insecure_channel(one_row_server.target) as channel:
         stub = service_pb2_grpc.SequenceExplainerStub(channel)
+        before = _torch_runs(one_row_server)
+        _quick(stub)
+        quick_runs = _torch_runs(one_row_server) - before
+        started = _torch_runs(one_row_server)
         running = stub.Explain.future(_slow("running"))
-        time.sleep(0.3)
+        _until(lambda: _torch_runs(one_row_server) > started)  # it holds the only worker
         waiting = stub.Explain.future(_slow("waiting"))  # explain_max_queue=1: waits for the worker
-        time.sleep(0.3)
+        _until(lambda: registry.get_sample_value("seqlens_inflight_requests", {"rpc": "Explain"}) == 2)
         with pytest.raises(grpc.RpcError) as err:
-            stub.Explain(_slow("shed"), timeout=10)
+            stub.Explain(_slow("shed"), timeout=30)
         assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         assert "explain_max_queue=1" in err.value.details()
         waiting.cancel()
         running.cancel()
-        assert _quick_after(stub) < 3.0
+        _until(lambda: registry.get_sample_value("seqlens_inflight_requests", {"rpc": "Explain"}) == 0)
+        at_cancel = _torch_runs(one_row_server)
+        _quick(stub)  # the waiting job never starts, the running one stopped at its chunk
+        assert quick_runs <= _torch_runs(one_row_server) - at_cancel <= quick_runs + 1
 
 
 def test_stage_and_quality_metrics_are_exported(server: ServerThread, stub: Stub) -> None:

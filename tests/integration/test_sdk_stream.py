@@ -150,10 +150,8 @@ def test_caller_iterator_errors_reach_the_caller(stream_server: Any) -> None:
 def test_breaking_out_early_cancels_the_stream(stream_server: Any) -> None:
     srv, target = stream_server(pace_s=0.05)
     with Client(target) as c:
-        start = time.monotonic()
         for _index, _result in c.explain_iter("m", TEXTS * 10, "saliency", concurrency=2):
             break
-        assert time.monotonic() - start < 2.0
         assert srv.received < len(TEXTS) * 10
 
 

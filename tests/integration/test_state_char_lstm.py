@@ -168,7 +168,11 @@ def test_a_trained_char_lstm_has_a_bracket_depth_unit(tmp_path: Path,
     print(f"  depth   median |r| of the trained model's cell units {median_r:.3f}")
 
     # Measured here: 0.545 trained vs 0.275 untrained, median unit 0.141 (notes/summaries.md).
+    # The bounds come from the question, not from that run: a floor of 5 standard errors of an
+    # unrelated unit's |r| over T independent steps (~1/sqrt(T)); the smooth depth signal makes
+    # chance larger than that, which the comparisons with the untrained model's best unit (same
+    # signal, same T) and the trained model's typical unit account for.
     (r_trained, _, _), (r_untrained, _, _) = rows["depth"]
-    assert r_trained >= 0.45
+    assert r_trained >= 5 / np.sqrt(len(snippet))
     assert r_trained >= 1.5 * r_untrained
     assert r_trained >= 3 * median_r

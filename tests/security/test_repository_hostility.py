@@ -218,9 +218,9 @@ def hostile_repo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 def test_every_hostile_version_fails_with_its_reason(hostile_repo: tuple[Path, Path]) -> None:
     root, outside = hostile_repo
     registry = ModelRegistry(ModelRepository(root))
-    start = time.perf_counter()
+    start = time.thread_time()  # this thread's CPU time (loading runs here): other processes do not bend it
     registry.refresh()
-    elapsed = time.perf_counter() - start
+    cpu = time.thread_time() - start
     records = {(r.name, r.version): r for r in registry.records()}
     assert ("good", "2") not in records  # symlinked version folder: skipped
     assert records[("good", "1")].state == VersionState.READY
@@ -231,17 +231,21 @@ def test_every_hostile_version_fails_with_its_reason(hostile_repo: tuple[Path, P
         assert not rec.reason.split(":")[0].endswith(("Error", "Exception")), f"{case}: imprecise {rec.reason}"
         assert str(outside) not in rec.reason, f"{case}: reason leaks a path outside the repository"
     assert not (outside / "yaml-ran").exists() and not (outside / "pickle-ran").exists()
-    assert elapsed < 30, f"loading the hostile repository took {elapsed:.1f}s"
+    assert cpu < 30, f"loading the hostile repository took {cpu:.1f}s of CPU"
 
 
 def test_huge_architecture_is_refused_before_allocating(hostile_repo: tuple[Path, Path]) -> None:
+    import resource
+
+    from seqlens.errors import ModelConfigError
     from seqlens.versions import load_version
 
     version = hostile_repo[0] / _model_name("config huge architecture") / "1"
-    start = time.perf_counter()
-    with pytest.raises(Exception, match="does not match model.yaml"):
+    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(ModelConfigError, match="does not match model.yaml"):
         load_version(version, "huge", "1")
-    assert time.perf_counter() - start < 2.0  # building 6 GB of random weights would take far longer
+    # the process's peak memory barely moved: 6 GB of weights were never allocated
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak_kib < 512 * 1024
 
 
 @pytest.fixture(scope="module")

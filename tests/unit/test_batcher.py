@@ -160,13 +160,13 @@ def test_max_delay_waits_for_a_fuller_batch(tmp_path: Path) -> None:
                                      observer=lambda n, _w, _r: sizes.append(n))
             t0 = time.perf_counter()
             first = asyncio.ensure_future(batcher.run([seqs[0]]))
-            await asyncio.sleep(0.02)
+            await asyncio.sleep(0)  # the first is queued; its timer cannot fire before the next line
             await asyncio.wait_for(asyncio.gather(first, batcher.run(seqs[1:])), TIMEOUT)
             return time.perf_counter() - t0
 
     took = asyncio.run(main())
-    assert sizes == [3]
-    assert 0.19 <= took < 2.0
+    assert sizes == [3]  # one batch: the first waited for the others
+    assert took >= 0.19  # it waited out max_delay (a lower bound: a busy machine only lengthens it)
 
 
 # --- backpressure, cancellation, failures ------------------------------------------------------------
@@ -184,10 +184,8 @@ def test_full_queue_refuses_at_once_and_names_the_limit(tmp_path: Path) -> None:
             queued = asyncio.ensure_future(batcher.run(seqs[1:5]))  # exactly fills the queue
             await asyncio.sleep(0)
             assert batcher.pending == 4
-            t0 = time.perf_counter()
             with pytest.raises(ResourceExhausted, match=r"batch_max_queue=4") as info:
-                await batcher.run(seqs[5:6])
-            assert time.perf_counter() - t0 < 0.5  # not waiting for the gated worker (that would hang)
+                await batcher.run(seqs[5:6])  # refused while the worker is gated: it did not wait for it
             assert "'tiny'" in info.value.message
             gate.opened.set()
             await asyncio.wait_for(asyncio.gather(running, queued), TIMEOUT)

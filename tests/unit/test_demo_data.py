@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -90,10 +91,18 @@ def test_series() -> None:
     assert sunspots.shape == (309,) and sunspots[0] == 5 and (sunspots >= 0).all()
 
 
-def test_build_hash_covers_sources_and_data() -> None:
-    names = {p.name for p in build_inputs()}
-    assert {"models.py", "train.py", "ner.txt.xz", "Airline.csv", "families.py"} <= names
-    assert build_hash() == build_hash() and len(build_hash()) == 16
+def test_build_hash_covers_sources_and_data(monkeypatch: pytest.MonkeyPatch) -> None:
+    inputs = {p.name: p for p in build_inputs()}
+    assert {"models.py", "train.py", "ner.txt.xz", "Airline.csv", "families.py"} <= set(inputs)
+    original = build_hash()
+    assert len(original) == 16 and all(c in "0123456789abcdef" for c in original)
+    read = Path.read_bytes
+    for name in ("train.py", "Airline.csv", "families.py"):  # one byte more in a source or a data file
+        changed = inputs[name]
+        monkeypatch.setattr(Path, "read_bytes", lambda self, c=changed: read(self) + (b" " if self == c else b""))
+        assert build_hash() != original, f"{name} is not covered by the build hash"
+    monkeypatch.setattr(Path, "read_bytes", read)
+    assert build_hash() == original  # and it depends on nothing else that changed meanwhile
 
 
 def test_provenance_names_every_data_file() -> None:

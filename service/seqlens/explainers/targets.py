@@ -46,9 +46,9 @@ class ResolvedTarget:
         return self.class_index >= 0
 
 
-def resolve_target(config: ModelConfig, spec: TargetSpec, outputs: np.ndarray, length: int) -> ResolvedTarget:
-    """Check ``spec`` against the task and fill the defaults from ``outputs`` (the raw
-    outputs of the sequence: logits [C], per-step logits [T,C] or values [H])."""
+def check_target(config: ModelConfig, spec: TargetSpec, length: int) -> None:
+    """Refuse an explicit target that cannot apply, before any model runs: fields of another
+    task, unknown labels, class indexes, timesteps and horizon steps out of range."""
     task = config.task
     labels = config.labels or []
     if task in ("forecasting", "regression"):
@@ -60,30 +60,42 @@ def resolve_target(config: ModelConfig, spec: TargetSpec, outputs: np.ndarray, l
             raise InvalidInput(
                 f"target.output_space PROBABILITY needs classes; a {task} model outputs values")
         horizon = config.num_outputs
-        step = 0 if spec.horizon_step is None else spec.horizon_step
-        if not 0 <= step < horizon:
-            raise InvalidInput(f"target.horizon_step {step} is outside [0, {horizon}) (the model's horizon)")
-        return ResolvedTarget(horizon_step=step, output_space=spec.output_space)
+        if spec.horizon_step is not None and not 0 <= spec.horizon_step < horizon:
+            raise InvalidInput(
+                f"target.horizon_step {spec.horizon_step} is outside [0, {horizon}) (the model's horizon)")
+        return
     if spec.horizon_step is not None:
         raise InvalidInput(f"target.horizon_step applies to forecasting models only, not to {task}")
-    timestep = -1
-    scores = outputs
     if task == "tagging":
-        timestep = length - 1 if spec.timestep is None else spec.timestep
-        if not 0 <= timestep < length:
-            raise InvalidInput(f"target.timestep {timestep} is outside [0, {length}) (the sequence length)")
-        scores = outputs[timestep]
+        if spec.timestep is not None and not 0 <= spec.timestep < length:
+            raise InvalidInput(f"target.timestep {spec.timestep} is outside [0, {length}) (the sequence length)")
     elif spec.timestep is not None:
         raise InvalidInput(f"target.timestep applies to tagging models only, not to {task}")
     if spec.label is not None:
         if spec.label not in labels:
             raise InvalidInput(f"target.label {spec.label!r} is not one of the model's labels {labels}")
+    elif spec.class_index is not None and not 0 <= spec.class_index < len(labels):
+        raise InvalidInput(
+            f"target.class_index {spec.class_index} is outside [0, {len(labels)}) (the model's classes)")
+
+
+def resolve_target(config: ModelConfig, spec: TargetSpec, outputs: np.ndarray, length: int) -> ResolvedTarget:
+    """Check ``spec`` (:func:`check_target`) and fill the defaults from ``outputs`` (the raw
+    outputs of the sequence: logits [C], per-step logits [T,C] or values [H])."""
+    check_target(config, spec, length)
+    if config.task in ("forecasting", "regression"):
+        step = 0 if spec.horizon_step is None else spec.horizon_step
+        return ResolvedTarget(horizon_step=step, output_space=spec.output_space)
+    labels = config.labels or []
+    timestep = -1
+    scores = outputs
+    if config.task == "tagging":
+        timestep = length - 1 if spec.timestep is None else spec.timestep
+        scores = outputs[timestep]
+    if spec.label is not None:
         cls = labels.index(spec.label)
     elif spec.class_index is not None:
         cls = spec.class_index
-        if not 0 <= cls < len(labels):
-            raise InvalidInput(
-                f"target.class_index {cls} is outside [0, {len(labels)}) (the model's classes)")
     else:
         cls = int(np.argmax(scores))
     return ResolvedTarget(class_index=cls, label=labels[cls], timestep=timestep,

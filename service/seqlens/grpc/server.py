@@ -56,6 +56,8 @@ class SeqlensServer:
         self.registry.add_listener(self.dataplane.on_version_change)
         self._model_names: frozenset[str] = frozenset()
         self.registry.add_listener(self._on_version_change)
+        self.metrics.count_model_runs(
+            lambda: [(r.name, r.version, r.loaded.runs) for r in self.registry.records() if r.loaded is not None])
         self.health = HealthServicer()
         self._server: grpc.aio.Server | None = None
         self._stop_polling = threading.Event()

@@ -25,7 +25,7 @@ from ..dataplane import DataPlane
 from ..errors import InvalidInput, ModelUnavailable, SeqlensError
 from ..explain import ExplainResult
 from . import converters
-from .interceptors import status_for
+from .interceptors import bounded_details, status_for
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +121,8 @@ class SequenceExplainerServicer(service_pb2_grpc.SequenceExplainerServicer):
                 try:
                     answer = self._encode(await self._dp.explain(converters.explain_request(msg), deadline))
                 except SeqlensError as exc:
-                    answer = converters.explain_error(msg.request_id, status_for(exc).value[0], exc.message)
+                    answer = converters.explain_error(msg.request_id, status_for(exc).value[0],
+                                                      bounded_details(exc.message))  # as unary details
                 except Exception:  # one item fails, the stream goes on
                     log.exception("StreamExplain item failed", extra={"item_request_id": msg.request_id})
                     answer = converters.explain_error(msg.request_id, grpc.StatusCode.INTERNAL.value[0],

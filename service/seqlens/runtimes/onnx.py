@@ -10,6 +10,7 @@ import onnx
 import onnxruntime as ort
 
 from ..errors import ModelConfigError
+from .runs import RunCounts
 
 INPUT_NAMES = ("inputs", "lengths")
 OUTPUT_NAME = "outputs"
@@ -76,7 +77,9 @@ class OnnxRuntime:
 
     def __init__(self, path: Path, intra_op_threads: int = 1, *, model: onnx.ModelProto | None = None,
                  input_names: tuple[str, str] = INPUT_NAMES, output_name: str = OUTPUT_NAME,
-                 state_names: tuple[str, ...] = (), custom: bool = False) -> None:
+                 state_names: tuple[str, ...] = (), custom: bool = False,
+                 runs: RunCounts | None = None) -> None:
+        self.runs = runs or RunCounts()
         if model is None:
             model = load_onnx_model(path)
         self.input_names = input_names
@@ -111,6 +114,7 @@ class OnnxRuntime:
         return self.run_outputs(inputs, lengths, [self.output_name])[0]
 
     def run_outputs(self, inputs: np.ndarray, lengths: np.ndarray, names: list[str]) -> list[np.ndarray]:
+        self.runs.add("onnxruntime")
         x_name, len_name = self.input_names
         out = self.session.run(names, {x_name: inputs, len_name: lengths.astype(np.int64)})
         return [np.asarray(o) for o in out]
