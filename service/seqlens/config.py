@@ -53,6 +53,10 @@ class Settings(BaseSettings):
     torch_threads: int = Field(1, ge=1, description="torch intra-op threads (process-wide) for gradient work.")
     predict_workers: int = Field(2, ge=1, description="Threads running ONNX Runtime batches (batches at once).")
     explain_workers: int = Field(1, ge=1, description="Threads running gradient work (explanations).")
+    explain_threads: int = Field(
+        0, ge=0, description="Threads one explanation may use while no other gradient work runs or waits (its "
+                             "gradient rows split across them; under load each explanation uses one). 0 = the "
+                             "CPUs this container may use (affinity and cgroup quota).")
     batch_max_size: int = Field(64, ge=1, description="Dynamic batcher: most sequences per collected batch.")
     batch_max_delay_ms: float = Field(
         0.0, ge=0, description="Dynamic batcher: longest a sequence waits for a fuller batch while a worker is "

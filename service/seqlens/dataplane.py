@@ -16,6 +16,7 @@ import numpy as np
 
 from .batching import BatchPolicy, DynamicBatcher
 from .config import Settings
+from .cpus import available_cpus
 from .errors import InvalidInput, shutting_down
 from .explain import ExplainRequest, ExplainResult, ExplainRunner
 from .explainers.gradients import gradient_executor
@@ -41,7 +42,8 @@ class DataPlane:
         # Large requests are validated and tokenized here, so that the event loop never stalls on them.
         self.encode_pool = ThreadPoolExecutor(1, thread_name_prefix="seqlens-encode")
         self.explain_pool = gradient_executor(settings.explain_workers)  # flush-to-zero threads
-        self.explainer = ExplainRunner(settings, metrics, self.explain_pool)
+        lanes = (settings.explain_threads or available_cpus()) - 1
+        self.explainer = ExplainRunner(settings, metrics, self.explain_pool, extra_lanes=lanes)
         self.batch_policy = BatchPolicy(
             max_batch=settings.batch_max_size, max_delay_s=settings.batch_max_delay_ms / 1000.0,
             max_queue=settings.batch_max_queue, max_concurrent=settings.predict_workers,
@@ -86,6 +88,7 @@ class DataPlane:
         self.predict_pool.shutdown(wait=False, cancel_futures=True)
         self.encode_pool.shutdown(wait=False, cancel_futures=True)
         self.explain_pool.shutdown(wait=False, cancel_futures=True)
+        self.explainer.shutdown()
 
     def batcher(self, loaded: LoadedVersion) -> DynamicBatcher:
         """The version's dynamic batcher, made on first use (on the event loop)."""
