@@ -129,17 +129,21 @@ def infer_request(seqs: list[np.ndarray]) -> oip.ModelInferRequest:
         raw_input_contents=[x.astype("<i8").tobytes(), lengths.astype("<i8").tobytes()])
 
 
-async def load(target: str, requests: list[oip.ModelInferRequest], callers: int, seconds: float
-               ) -> tuple[int, list[float]]:
-    """Calls answered and their latencies, ``callers`` concurrent loops on one channel."""
-    async with grpc.aio.insecure_channel(target) as channel:
-        stub = oip_grpc.GRPCInferenceServiceStub(channel)
-        for r in requests[:callers]:
-            await stub.ModelInfer(r)  # connected and warm
+async def load(target: str, requests: list[oip.ModelInferRequest], callers: int, seconds: float,
+               connections: int = 1) -> tuple[int, list[float]]:
+    """Calls answered and their latencies, ``callers`` concurrent loops over ``connections``
+    channels (each its own TCP connection; caller k uses channel k mod connections)."""
+    channels = [grpc.aio.insecure_channel(target, options=[("grpc.use_local_subchannel_pool", 1)])
+                for _ in range(connections)]
+    try:
+        stubs = [oip_grpc.GRPCInferenceServiceStub(c) for c in channels]
+        for k, r in enumerate(requests[:max(callers, connections)]):
+            await stubs[k % connections].ModelInfer(r)  # connected and warm
         latencies: list[float] = []
         stop = time.perf_counter() + seconds
 
         async def loop(k: int) -> None:
+            stub = stubs[k % connections]
             i = k
             while time.perf_counter() < stop:
                 t0 = time.perf_counter()
@@ -149,13 +153,16 @@ async def load(target: str, requests: list[oip.ModelInferRequest], callers: int,
 
         await asyncio.gather(*(loop(k) for k in range(callers)))
         return len(latencies), latencies
+    finally:
+        for c in channels:
+            await c.close()
 
 
-def measure(pid: int, target: str, requests: list[oip.ModelInferRequest], callers: int, per_call: int,
-            seconds: float) -> dict[str, float]:
-    cpu0, t0 = tree_cpu_seconds(pid), time.perf_counter()
-    calls, lat = asyncio.run(load(target, requests, callers, seconds))
-    wall, cpu = time.perf_counter() - t0, tree_cpu_seconds(pid) - cpu0
+def measure(pids: list[int], target: str, requests: list[oip.ModelInferRequest], callers: int, per_call: int,
+            seconds: float, connections: int) -> dict[str, float]:
+    cpu0, t0 = sum(map(tree_cpu_seconds, pids)), time.perf_counter()
+    calls, lat = asyncio.run(load(target, requests, callers, seconds, connections))
+    wall, cpu = time.perf_counter() - t0, sum(map(tree_cpu_seconds, pids)) - cpu0
     arr = np.asarray(lat)
     return {"seq_s": calls * per_call / wall, "p50": float(np.percentile(arr, 50)) * 1e3,
             "p99": float(np.percentile(arr, 99)) * 1e3, "cpu_ms": cpu / max(1, calls) * 1e3}
@@ -168,6 +175,11 @@ def main() -> None:
     parser.add_argument("--demo", default="auto", help="auto (use the demo repository if built), none, or PATH")
     parser.add_argument("--server-env", nargs="*", default=[], help="SEQLENS_<NAME>=value settings for seqlens")
     parser.add_argument("--only", choices=["seqlens"], default=None, help="skip the KServe peer (profiling)")
+    parser.add_argument("--processes", type=int, default=1,
+                        help="seqlens processes sharing one port (SEQLENS_REUSE_PORT=1); the load then opens one "
+                             "connection per caller for both servers, so the kernel can spread them")
+    parser.add_argument("--connections", type=int, default=0,
+                        help="connections per load (default: 1, or one per caller with --processes > 1)")
     args = parser.parse_args()
     env = dict(kv.split("=", 1) for kv in args.server_env)
     python = None if args.only else peer_python()
@@ -178,25 +190,34 @@ def main() -> None:
         singles = [infer_request([s]) for s in seqs]
         multi = [infer_request(seqs[i: i + 32]) for i in range(0, len(seqs) - 31, 32)]
         cases = [("32 callers x 1 sequence", singles, 32, 1), ("2 callers x 32 sequences", multi, 2, 32)]
+        conns = args.connections or ("one per caller" if args.processes > 1 else 1)
         print(f"model: {described}; {len(seqs)} review snippets, median {statistics.median(map(len, seqs)):.0f} "
-              f"tokens; seqlens env: {env or 'defaults'}; {args.rounds} rounds x {args.seconds} s, alternating")
-        ours = Server(repo, env)
+              f"tokens; seqlens env: {env or 'defaults'}; connections: {conns}; {args.rounds} rounds x "
+              f"{args.seconds} s, alternating")
+        if args.processes > 1:
+            port = free_port()
+            ours_all = [Server(repo, {**env, "SEQLENS_REUSE_PORT": "1"}, port=port) for _ in range(args.processes)]
+        else:
+            ours_all = [Server(repo, env)]
         peer = KServePeer(python, repo / MODEL / "1" / "model.onnx") if python else None
-        servers = [("seqlens", ours.proc.pid, ours.target)]
+        label = "seqlens" if args.processes == 1 else f"seqlens x{args.processes}"
+        servers = [(label, [s.proc.pid for s in ours_all], ours_all[0].target)]
         if peer is not None:
-            servers.append(("KServe 0.21", peer.proc.pid, peer.target))
+            servers.append(("KServe 0.21", [peer.proc.pid], peer.target))
         results: dict[tuple[str, str], list[dict[str, float]]] = {}
         try:
             for r in range(args.rounds):
                 for case, reqs, callers, per_call in cases:
-                    for name, pid, target in servers if r % 2 == 0 else servers[::-1]:
+                    conns = args.connections or (callers if args.processes > 1 else 1)
+                    for name, pids, target in servers if r % 2 == 0 else servers[::-1]:
                         results.setdefault((case, name), []).append(
-                            measure(pid, target, reqs, callers, per_call, args.seconds))
+                            measure(pids, target, reqs, callers, per_call, args.seconds, conns))
                 print(f"  round {r + 1}: " + ", ".join(
                     f"{case} {name} {results[(case, name)][-1]['seq_s']:,.0f} seq/s"
                     for case, *_ in cases for name, *_ in servers), flush=True)
         finally:
-            ours.stop()
+            for ours in ours_all:
+                ours.stop()
             if peer is not None:
                 peer.stop()
 

@@ -18,6 +18,9 @@ class Settings(BaseSettings):
     port: int = Field(50051, ge=0, le=65535, description="gRPC port (0 = pick a free one).")
     metrics_port: int = Field(9090, ge=-1, le=65535,
                               description="Prometheus /metrics port (0 = pick a free one, -1 = off).")
+    reuse_port: bool = Field(
+        False, description="Bind the gRPC port with SO_REUSEPORT so that several seqlens processes share it "
+                           "(each with its own models, metrics and drain).")
     max_message_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="Largest gRPC message accepted.")
     health_port: int = Field(
         -1, ge=-1, le=65535,

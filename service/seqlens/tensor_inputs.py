@@ -35,7 +35,7 @@ def check_token_batch(version: LoadedVersion, ids: np.ndarray, lengths: np.ndarr
     vocab = version.vocab_size
     outside = (ids < 0) | (ids >= vocab)
     if outside.any():
-        b, t = ids.shape
+        _b, t = ids.shape
         if not bool(lengths.min() == t):  # padding may hold anything: look inside the lengths only
             outside &= _valid_mask(lengths, t)
         if outside.any():

@@ -16,6 +16,7 @@ a lone explanation splits each chunk's rows across lanes, each a forward+backwar
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 
 import numpy as np
 import torch
@@ -56,7 +57,7 @@ def run_gradient_chunks(problem: Problem, n_rows: int, make_rows: Callable[[int,
             consume(start, *grad_of(rows))
             continue
         assert lanes is not None  # a lone job: each lane a forward+backward of some rows
-        results = lanes.map([lambda a=a, b=b: grad_of(rows[a:b]) for a, b in parts])
+        results = lanes.map([partial(grad_of, rows[a:b]) for a, b in parts])
         consume(start, torch.cat([g for g, _ in results]), torch.cat([o for _, o in results]))
 
 

@@ -11,6 +11,7 @@ so that predictions keep theirs. docs/performance.md has the measurements.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -106,4 +107,4 @@ def split_rows(start: int, stop: int, width: int) -> list[tuple[int, int]]:
     n = stop - start
     parts = max(1, min(width, n // MIN_ROWS_PER_LANE))
     bounds = [start + n * k // parts for k in range(parts + 1)]
-    return list(zip(bounds[:-1], bounds[1:]))
+    return list(itertools.pairwise(bounds))

@@ -81,7 +81,8 @@ class SeqlensServer:
         opts: list[tuple[str, int]] = [
             ("grpc.max_receive_message_length", s.max_message_bytes),
             ("grpc.max_send_message_length", s.max_message_bytes),
-            ("grpc.so_reuseport", 0),
+            # Several processes may share the port (the kernel spreads connections): docs/performance.md.
+            ("grpc.so_reuseport", 1 if s.reuse_port else 0),
             # Accept the SDK's keepalive pings (every 30 s or more, also between calls).
             ("grpc.keepalive_permit_without_calls", 1),
             ("grpc.http2.min_ping_interval_without_data_ms", 20_000),
