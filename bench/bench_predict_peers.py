@@ -15,7 +15,8 @@ INT64 ``inputs`` [B, T] as raw_input_contents plus ``lengths`` [B]:
 - 32 callers, 1 sequence per call;
 - 2 callers, 32 sequences per call (padded to the longest).
 Runs alternate A, B, A, B, ...; each table cell is the median over rounds, the ratio is of
-medians. Server CPU per call: utime + stime of the server process and its children
+medians. ``--processes N`` runs N seqlens processes sharing the port (SEQLENS_REUSE_PORT=1) and
+gives each caller its own connection (for both servers), so that the kernel can spread them. Server CPU per call: utime + stime of the server process and its children
 (/proc/<pid>/stat) over the run, divided by the calls answered. Inputs: review snippets as in
 bench_predict.py (median ~20 tokens). The load generator shares the cores with the server.
 """
