@@ -18,6 +18,10 @@ class Settings(BaseSettings):
     port: int = Field(50051, ge=0, le=65535, description="gRPC port (0 = pick a free one).")
     metrics_port: int = Field(9090, ge=-1, le=65535,
                               description="Prometheus /metrics port (0 = pick a free one, -1 = off).")
+    workers: int = Field(
+        0, ge=0, description="Server processes sharing the gRPC port (SO_REUSEPORT), each with its own models and "
+                             "event loop, one merged /metrics. 0 = one per 2 CPUs this container may use (cgroup "
+                             "quota aware); 1 = a single process.")
     reuse_port: bool = Field(
         False, description="Bind the gRPC port with SO_REUSEPORT so that several seqlens processes share it "
                            "(each with its own models, metrics and drain).")
