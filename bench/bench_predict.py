@@ -122,10 +122,10 @@ def in_process(rt: OnnxRuntime, seqs: list[np.ndarray], batch: int, seconds: flo
 
 # --- B: the server -----------------------------------------------------------------------------------
 class Server:
-    def __init__(self, repository: Path, env: dict[str, str], cpus: set[int] | None = None, port: int = 0) -> None:
+    def __init__(self, repository: Path, env: dict[str, str], cpus: set[int] | None = None) -> None:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "seqlens.cli", "serve", "--model-repository", str(repository), "--host",
-             "127.0.0.1", "--port", str(port), "--metrics-port", "0"],
+             "127.0.0.1", "--port", "0", "--metrics-port", "0"],
             env={**os.environ, "SEQLENS_POLL_INTERVAL_S": "0", **env},
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         if cpus:  # before it starts any thread (imports take seconds); its threads inherit it

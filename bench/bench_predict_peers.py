@@ -15,8 +15,9 @@ INT64 ``inputs`` [B, T] as raw_input_contents plus ``lengths`` [B]:
 - 32 callers, 1 sequence per call;
 - 2 callers, 32 sequences per call (padded to the longest).
 Runs alternate A, B, A, B, ...; each table cell is the median over rounds, the ratio is of
-medians. ``--processes N`` runs N seqlens processes sharing the port (SEQLENS_REUSE_PORT=1) and
-gives each caller its own connection (for both servers), so that the kernel can spread them. Server CPU per call: utime + stime of the server process and its children
+medians. ``--processes N`` runs seqlens with N worker processes sharing the port
+(SEQLENS_WORKERS=N) and gives each caller its own connection (for both servers), so that the
+kernel can spread them. Server CPU per call: utime + stime of the server process and its children
 (/proc/<pid>/stat) over the run, divided by the calls answered. Inputs: review snippets as in
 bench_predict.py (median ~20 tokens). The load generator shares the cores with the server.
 """
@@ -177,7 +178,7 @@ def main() -> None:
     parser.add_argument("--server-env", nargs="*", default=[], help="SEQLENS_<NAME>=value settings for seqlens")
     parser.add_argument("--only", choices=["seqlens"], default=None, help="skip the KServe peer (profiling)")
     parser.add_argument("--processes", type=int, default=1,
-                        help="seqlens processes sharing one port (SEQLENS_REUSE_PORT=1); the load then opens one "
+                        help="seqlens worker processes sharing one port (SEQLENS_WORKERS=N); the load then opens one "
                              "connection per caller for both servers, so the kernel can spread them")
     parser.add_argument("--connections", type=int, default=0,
                         help="connections per load (default: 1, or one per caller with --processes > 1)")
@@ -195,11 +196,9 @@ def main() -> None:
         print(f"model: {described}; {len(seqs)} review snippets, median {statistics.median(map(len, seqs)):.0f} "
               f"tokens; seqlens env: {env or 'defaults'}; connections: {conns}; {args.rounds} rounds x "
               f"{args.seconds} s, alternating")
-        if args.processes > 1:
-            port = free_port()
-            ours_all = [Server(repo, {**env, "SEQLENS_REUSE_PORT": "1"}, port=port) for _ in range(args.processes)]
-        else:
-            ours_all = [Server(repo, env)]
+        if args.processes > 1:  # the supervised workers mode: its process tree is counted
+            env = {**env, "SEQLENS_WORKERS": str(args.processes)}
+        ours_all = [Server(repo, env)]
         peer = KServePeer(python, repo / MODEL / "1" / "model.onnx") if python else None
         label = "seqlens" if args.processes == 1 else f"seqlens x{args.processes}"
         servers = [(label, [s.proc.pid for s in ours_all], ours_all[0].target)]
