@@ -50,6 +50,7 @@ bench: install-test ## side-by-side ratios (minutes; run on an otherwise idle ma
 	$(PY) bench/bench_explain.py
 	$(PY) bench/bench_predict.py --rounds 5 --seconds 1.5
 	$(PY) bench/bench_summaries.py --repeats 61
+	$(PY) bench/bench_predict_peers.py --rounds 5 --seconds 3
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -3,8 +3,11 @@
     .venv/bin/python bench/bench_explain.py [--repeats 7] [--demo auto|none|PATH]
 
 A: Explain over gRPC on loopback, against a ``seqlens serve`` subprocess (default settings:
-   1 torch thread, flush-to-zero gradient workers). B: Captum in this process, with torch's
-   default thread count, same model, input, baseline, target and steps. Rows:
+   flush-to-zero gradient workers; a lone explanation splits its rows over the CPUs).
+   B: Captum as users run it: in a process of its own (bench/captum_worker.py) with torch's
+   default thread count and no flush-to-zero, same model, input, baseline, target and steps;
+   its own compute time (without the pipe). IG rows also get a second line against Captum
+   pinned to 1 torch thread (the old comparison). Rows:
 - IG: Explain integrated_gradients (Gauss-Legendre, 50 steps) vs LayerIntegratedGradients on
   model.embedding (gausslegendre, 50 steps, return_convergence_delta=True since Explain
   returns the delta), at T = 32, 128, 512; "max rel diff" compares the per-token scores.
@@ -121,15 +124,52 @@ class Server:
         self.proc.wait(30)
 
 
+class Captum:
+    """A captum_worker.py subprocess; ``threads`` 0 = torch's default (as users run it)."""
+
+    def __init__(self, repository: Path, threads: int = 0) -> None:
+        cmd = [sys.executable, str(Path(__file__).with_name("captum_worker.py")), str(repository)]
+        self.proc = subprocess.Popen([*cmd, "--threads", str(threads)], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True)
+        assert self.proc.stdout is not None
+        self.threads = int(json.loads(self.proc.stdout.readline())["threads"])
+
+    def __call__(self, **req: object) -> CaptumAnswer:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write(json.dumps(req) + "\n")
+        self.proc.stdin.flush()
+        got = json.loads(self.proc.stdout.readline())
+        return CaptumAnswer(got["seconds"], np.asarray(got["attr"], dtype=np.float64))
+
+    def close(self) -> None:
+        if self.proc.stdin is not None:
+            self.proc.stdin.close()
+        self.proc.wait(30)
+
+
+class CaptumAnswer:
+    def __init__(self, seconds: float, attr: np.ndarray) -> None:
+        self.seconds = seconds
+        self.attr = attr
+
+
 def timed(fn: Callable[[], object]) -> tuple[float, object]:
+    """Seconds and output; Captum answers carry their own compute time (no pipe)."""
     start = time.perf_counter()
     out = fn()
-    return time.perf_counter() - start, out
+    seconds = time.perf_counter() - start
+    if isinstance(out, CaptumAnswer):
+        return out.seconds, out.attr
+    if isinstance(out, list) and out and all(isinstance(o, CaptumAnswer) for o in out):
+        return sum(o.seconds for o in out), [o.attr for o in out]
+    return seconds, out
 
 
 def ab(a: Callable[[], object], b: Callable[[], object], repeats: int) -> tuple[float, float, object, object]:
     """Alternating A/B runs after one warm-up each; medians in seconds and the last outputs."""
-    out_a, out_b = a(), b()
+    a(), b()
+    out_a: object = None
+    out_b: object = None
     ta, tb = [], []
     for _ in range(repeats):
         t, out_a = timed(a)
@@ -152,9 +192,10 @@ def rel_l1(a: np.ndarray, ref: np.ndarray) -> float:
 
 
 class Case:
-    def __init__(self, server: Server, repo: Path, model: str, length: int = 0, seed: int = 0,
+    def __init__(self, server: Server, captum: Captum, repo: Path, model: str, length: int = 0, seed: int = 0,
                  text: str = "") -> None:
         self.server = server
+        self.captum = captum
         self.model = model
         self.loaded = load_model(repo, model)
         tokenizer = self.loaded.tokenizer
@@ -177,15 +218,12 @@ class Case:
             input=types_pb2.SequenceInput(token_ids=types_pb2.TokenIds(ids=self.ids.tolist())),
             target=explain_pb2.Target(class_index=self.target), methods=methods), timeout=600)
 
-    def captum_ig(self, steps: int = STEPS) -> np.ndarray:
-        from captum.attr import LayerIntegratedGradients
+    def captum_ig(self, steps: int = STEPS, captum: Captum | None = None) -> CaptumAnswer:
+        return (captum or self.captum)(op="ig", model=self.model, ids=self.ids.tolist(), target=self.target,
+                                       steps=steps)
 
-        lig = LayerIntegratedGradients(self.forward, self.loaded.torch_module.embedding)
-        ids = torch.from_numpy(self.ids)[None]
-        attr, _delta = lig.attribute(ids, torch.zeros_like(ids), target=self.target, n_steps=steps,
-                                     additional_forward_args=(self.lengths,), method="gausslegendre",
-                                     return_convergence_delta=True)
-        return attr[0].sum(dim=-1).detach().numpy()
+    def captum_ig_attr(self, steps: int = STEPS) -> np.ndarray:
+        return self.captum_ig(steps).attr
 
 
 def row(name: str, ours: float, theirs: float, target: str, note: str = "") -> dict[str, str]:
@@ -193,26 +231,27 @@ def row(name: str, ours: float, theirs: float, target: str, note: str = "") -> d
             "ratio": f"{ours / theirs:.2f}x", "target": target, "note": note}
 
 
-def ig_row(case: Case, repeats: int) -> dict[str, str]:
+def ig_row(case: Case, repeats: int, one_thread: Captum) -> list[dict[str, str]]:
+    """IG vs Captum as users run it (default threads), and vs Captum on 1 torch thread."""
     method = explain_pb2.AttributionMethod(name="integrated_gradients", n_steps=STEPS)
-    ta, tb, resp, ref = ab(lambda: case.explain(method), case.captum_ig, repeats)
-    ours = decode(resp.attributions[0].scores)  # type: ignore[attr-defined]
     target = "<= 1.0x" if len(case.ids) <= 128 else "<= 0.25x"
-    return row(f"IG {case.model} T={len(case.ids)}", ta, tb, target,
-               f"max rel diff {rel_diff(ours, ref):.1e}")  # type: ignore[arg-type]
+    out = []
+    for captum, label, goal in ((case.captum, f"{case.captum.threads} threads (default)", target),
+                                (one_thread, "1 thread", "(old row)")):
+        ta, tb, resp, ref = ab(lambda: case.explain(method), lambda c=captum: case.captum_ig(captum=c), repeats)
+        ours = decode(resp.attributions[0].scores)  # type: ignore[attr-defined]
+        out.append(row(f"IG {case.model} T={len(case.ids)} vs Captum {label}", ta, tb, goal,
+                       f"max rel diff {rel_diff(ours, ref):.1e}"))  # type: ignore[arg-type]
+    return out
 
 
 def occlusion_rows(case: Case, repeats: int, defaults: bool) -> list[dict[str, str]]:
-    from captum.attr import FeatureAblation, Occlusion
-
     t = len(case.ids)
-    ids = torch.from_numpy(case.ids)[None]
-    kw = {"baselines": 0, "target": case.target, "additional_forward_args": (case.lengths,)}
     method = explain_pb2.AttributionMethod(name="occlusion", window=1)
+    req = {"model": case.model, "ids": case.ids.tolist(), "target": case.target}
     captum = {
-        "Occlusion()": lambda: Occlusion(case.forward).attribute(ids, sliding_window_shapes=(1,), **kw),
-        "FeatureAblation(ppe=T)": lambda: FeatureAblation(case.forward).attribute(
-            ids, perturbations_per_eval=t, **kw),
+        "Occlusion()": lambda: case.captum(op="occlusion", **req),
+        "FeatureAblation(ppe=T)": lambda: case.captum(op="ablation", **req),
     }
     targets = {"Occlusion()": "<= 0.2x", "FeatureAblation(ppe=T)": "<= 0.5x"}
     out = []
@@ -222,7 +261,7 @@ def occlusion_rows(case: Case, repeats: int, defaults: bool) -> list[dict[str, s
         ta, tb, resp, ref = ab(lambda: case.explain(method), run, repeats)
         ours = decode(resp.attributions[0].scores)  # type: ignore[attr-defined]
         out.append(row(f"occlusion {case.model} T={t} vs {name}", ta, tb, targets[name],
-                       f"max rel diff {rel_diff(ours, ref[0].numpy()):.1e}"))  # type: ignore[index]
+                       f"max rel diff {rel_diff(ours, ref):.1e}"))  # type: ignore[arg-type]
     return out
 
 
@@ -245,7 +284,7 @@ def adaptive_rows(cases: list[Case], repeats: int) -> list[dict[str, str]]:
     note = (f"T {lengths}; adaptive rows {[a.n_steps for a in atts]}, converged {all(a.converged for a in atts)}, "
             f"error vs 512 steps {fmt(errors)}; Captum n=50 error {fmt(theirs)}")
     rows = [row(f"adaptive IG {cases[0].model} vs Captum n=50", ta, tb, "<= 0.5x", note)]
-    same = [next((n for n in CAPTUM_LADDER if rel_l1(c.captum_ig(n), ref) <= 0.01), CAPTUM_LADDER[-1])
+    same = [next((n for n in CAPTUM_LADDER if rel_l1(c.captum_ig_attr(n), ref) <= 0.01), CAPTUM_LADDER[-1])
             for c, ref in zip(cases, refs, strict=True)]
     if same != [STEPS] * len(cases):
         ta, tb, _, _ = ab(lambda: [c.explain(adaptive) for c in cases],
@@ -315,35 +354,42 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--demo", default="auto", help="auto (use it if built), none, or a repository path")
     parser.add_argument("--skip-rss", action="store_true")
-    parser.add_argument("--only", choices=["all", "adaptive"], default="all", help="adaptive: the adaptive IG rows")
-    parser.add_argument("--captum-threads", type=int, default=1,
-                        help="torch threads for Captum (the server runs with Settings.torch_threads = 1)")
+    parser.add_argument("--only", dest="only", choices=["all", "adaptive", "ig"], default="all",
+                        help="adaptive: the adaptive IG rows; ig: the fixed-step IG rows")
     args = parser.parse_args()
-    torch.set_num_threads(args.captum_threads)
     demo = find_demo(args.demo)
     with tempfile.TemporaryDirectory() as tmp:
         repo = Path(tmp)
         models = make_repository(repo, demo)
         server = Server(repo)
+        captum, one_thread = Captum(repo), Captum(repo, threads=1)
         try:
             rows = []
+            if args.only in ("all", "ig"):
+                for t in (32, 128, 512):
+                    rows += ig_row(Case(server, captum, repo, "lstm", t), args.repeats, one_thread)
             if args.only == "all":
-                rows += [ig_row(Case(server, repo, "lstm", t), args.repeats) for t in (32, 128, 512)]
-                rows += occlusion_rows(Case(server, repo, "lstm", 128), args.repeats, defaults=True)
-                rows += occlusion_rows(Case(server, repo, "lstm", 512), args.repeats, defaults=False)
+                rows += occlusion_rows(Case(server, captum, repo, "lstm", 128), args.repeats, defaults=True)
+                rows += occlusion_rows(Case(server, captum, repo, "lstm", 512), args.repeats, defaults=False)
             few = max(3, args.repeats // 2)
-            rows += adaptive_rows([Case(server, repo, "lstm", 64, seed=s) for s in range(5)], few)
+            if args.only in ("all", "adaptive"):
+                rows += adaptive_rows([Case(server, captum, repo, "lstm", 64, seed=s) for s in range(5)], few)
             if "sentiment" in models:
-                reviews = [Case(server, repo, "sentiment", text=text) for text in REVIEWS]
-                if args.only == "all":
-                    rows.append(ig_row(reviews[0], args.repeats))
-                rows += adaptive_rows(reviews, few)
+                reviews = [Case(server, captum, repo, "sentiment", text=text) for text in REVIEWS]
+                if args.only in ("all", "ig"):
+                    rows += ig_row(reviews[0], args.repeats, one_thread)
+                if args.only in ("all", "adaptive"):
+                    rows += adaptive_rows(reviews, few)
+            threads = captum.threads
         finally:
             server.close()
+            captum.close()
+            one_thread.close()
         if not args.skip_rss and args.only == "all":
             rows += rss_rows(repo)
-    print(f"torch {torch.__version__}; Captum in process with {torch.get_num_threads()} torch thread(s); "
-          f"seqlens serve subprocess with default settings; medians of {args.repeats} alternating runs")
+    print(f"torch {torch.__version__}; Captum in its own process with torch's default {threads} thread(s), no "
+          f"flush-to-zero (second IG lines: 1 thread); seqlens serve subprocess with default settings; "
+          f"medians of {args.repeats} alternating runs")
     print_table(rows)
     return 0
 

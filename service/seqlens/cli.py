@@ -46,8 +46,14 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     if not repository.is_dir():
         print(f"seqlens: model repository {repository} is not a folder", file=sys.stderr)
         return 2
+    from .workers import WorkerLink, default_workers, serve_workers
+
+    link = WorkerLink.from_env()
+    count = settings.workers or default_workers()
+    if link is None and count > 1:
+        return serve_workers(settings, repository, count)
     try:
-        asyncio.run(run(settings, repository))
+        asyncio.run(run(settings, repository, link))
     except ValueError as exc:  # TLS files that do not form a usable configuration
         print(f"seqlens: {exc}", file=sys.stderr)
         return 2

@@ -18,6 +18,13 @@ class Settings(BaseSettings):
     port: int = Field(50051, ge=0, le=65535, description="gRPC port (0 = pick a free one).")
     metrics_port: int = Field(9090, ge=-1, le=65535,
                               description="Prometheus /metrics port (0 = pick a free one, -1 = off).")
+    workers: int = Field(
+        0, ge=0, description="Server processes sharing the gRPC port (SO_REUSEPORT), each with its own models and "
+                             "event loop, one merged /metrics. 0 = one per 2 CPUs this container may use (cgroup "
+                             "quota aware); 1 = a single process.")
+    reuse_port: bool = Field(
+        False, description="Bind the gRPC port with SO_REUSEPORT so that several seqlens processes share it "
+                           "(each with its own models, metrics and drain).")
     max_message_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="Largest gRPC message accepted.")
     health_port: int = Field(
         -1, ge=-1, le=65535,
@@ -60,6 +67,10 @@ class Settings(BaseSettings):
     torch_threads: int = Field(1, ge=1, description="torch intra-op threads (process-wide) for gradient work.")
     predict_workers: int = Field(2, ge=1, description="Threads running ONNX Runtime batches (batches at once).")
     explain_workers: int = Field(1, ge=1, description="Threads running gradient work (explanations).")
+    explain_threads: int = Field(
+        0, ge=0, description="Threads one explanation may use while no other gradient work runs or waits (its "
+                             "gradient rows split across them; under load each explanation uses one). 0 = the "
+                             "CPUs this container may use (affinity and cgroup quota).")
     batch_max_size: int = Field(64, ge=1, description="Dynamic batcher: most sequences per collected batch.")
     batch_max_delay_ms: float = Field(
         0.0, ge=0, description="Dynamic batcher: longest a sequence waits for a fuller batch while a worker is "

@@ -10,11 +10,13 @@ import asyncio
 import contextlib
 import time
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import numpy as np
 
 from .batching import BatchPolicy, DynamicBatcher
 from .config import Settings
+from .cpus import available_cpus
 from .errors import InvalidInput, shutting_down
 from .explain import ExplainRequest, ExplainResult, ExplainRunner
 from .explainers.gradients import gradient_executor
@@ -23,6 +25,7 @@ from .metrics import Metrics
 from .registry import ModelRegistry, VersionRecord, VersionState
 from .results import ModelDescription, ModelSummary, PredictResult, make_prediction
 from .streaming import StreamingPlane
+from .tensor_inputs import check_feature_batch, check_token_batch
 from .versions import LoadedVersion
 
 _BATCHER = "seqlens.batcher"  # key of a version's DynamicBatcher in LoadedVersion.extras
@@ -40,7 +43,8 @@ class DataPlane:
         # Large requests are validated and tokenized here, so that the event loop never stalls on them.
         self.encode_pool = ThreadPoolExecutor(1, thread_name_prefix="seqlens-encode")
         self.explain_pool = gradient_executor(settings.explain_workers)  # flush-to-zero threads
-        self.explainer = ExplainRunner(settings, metrics, self.explain_pool)
+        lanes = (settings.explain_threads or available_cpus()) - 1
+        self.explainer = ExplainRunner(settings, metrics, self.explain_pool, extra_lanes=lanes)
         self.batch_policy = BatchPolicy(
             max_batch=settings.batch_max_size, max_delay_s=settings.batch_max_delay_ms / 1000.0,
             max_queue=settings.batch_max_queue, max_concurrent=settings.predict_workers,
@@ -48,6 +52,7 @@ class DataPlane:
         self.draining = False
         # Stateful calls (client- and server-held state), on the same prediction pool.
         self.streaming = StreamingPlane(registry, settings, metrics, self.predict_pool, self.batch_policy)
+        self._tokenize_stages: dict[str, Any] = {}  # model -> its "tokenize" stage histogram child
 
     # --- lifecycle -------------------------------------------------------------------
     def on_version_change(self, rec: VersionRecord) -> None:
@@ -86,6 +91,7 @@ class DataPlane:
         self.predict_pool.shutdown(wait=False, cancel_futures=True)
         self.encode_pool.shutdown(wait=False, cancel_futures=True)
         self.explain_pool.shutdown(wait=False, cancel_futures=True)
+        self.explainer.shutdown()
 
     def batcher(self, loaded: LoadedVersion) -> DynamicBatcher:
         """The version's dynamic batcher, made on first use (on the event loop)."""
@@ -216,10 +222,19 @@ class DataPlane:
             raise InvalidInput(f"{lengths_where} must be [{b}] integers in [1, {t}]")
         batcher = self.batcher(loaded)
         batcher.admit(b)  # a full queue refuses before any validation work
-        rows = [inputs[i, : int(n)] for i, n in enumerate(lengths)]
-        items = [SequenceInput(token_ids=r) if config.is_tokens else SequenceInput(features=r) for r in rows]
-        wheres = [Where(f"{inputs_where} row {i}", oip=True) for i in range(b)]
-        outs = await batcher.run([e.values for e in await self._encode(loaded, items, wheres)])
+        # Whole-batch numpy checks: no per-sequence objects, no token spans (docs/performance.md).
+        t0 = time.perf_counter()
+        max_len = max_length_for(loaded, self.settings.max_length)
+        if config.is_tokens:
+            values = check_token_batch(loaded, inputs, lengths, max_len, inputs_where)
+        else:
+            values = check_feature_batch(loaded, inputs, lengths, max_len, inputs_where)
+        tokenize = self._tokenize_stages.get(loaded.name)
+        if tokenize is None:
+            tokenize = self._tokenize_stages[loaded.name] = self.metrics.stage_duration.labels(loaded.name, "tokenize")
+        tokenize.observe(time.perf_counter() - t0)
+        # Rows are views; the batcher pads each collected batch afresh (padding here may hold anything).
+        outs = await batcher.run([values[i, :n] for i, n in enumerate(lengths.tolist())])
         return loaded, _stack_outputs(outs, t)
 
     # --- explanations ----------------------------------------------------------------

@@ -35,6 +35,7 @@ from .explainers.options import MethodOptions, Plan, PlanContext
 from .explainers.problem import Problem
 from .explainers.result import Attribution
 from .explainers.targets import ResolvedTarget, TargetSpec, check_target, resolve_target
+from .explainers.threads import GradientLanes, lent
 from .inputs import SequenceInput, encode, max_length_for
 from .metrics import Metrics
 from .results import Prediction, make_prediction
@@ -207,12 +208,33 @@ class ExplainRunner:
     """Runs explanations on the gradient pool: never on the event loop, never more than
     ``explain_max_queue`` waiting for a worker (RESOURCE_EXHAUSTED beyond that)."""
 
-    def __init__(self, settings: Settings, metrics: Metrics, pool: Executor) -> None:
+    def __init__(self, settings: Settings, metrics: Metrics, pool: Executor, extra_lanes: int = 0) -> None:
         self._settings = settings
         self._metrics = metrics
         self._pool = pool
         self._lock = threading.Lock()
         self._waiting = 0
+        self._running = 0
+        # Helper threads a lone explanation splits its gradient rows across (threads.py).
+        self.lanes = GradientLanes(extra_lanes, self.contended) if extra_lanes > 0 else None
+
+    @property
+    def waiting(self) -> int:
+        """Explanations queued for a worker."""
+        return self._waiting
+
+    @property
+    def running(self) -> int:
+        """Explanations being computed."""
+        return self._running
+
+    def contended(self) -> bool:
+        """Another gradient job runs or waits: each keeps to one core."""
+        return self._running > 1 or self._waiting > 0
+
+    def shutdown(self) -> None:
+        if self.lanes is not None:
+            self.lanes.shutdown()
 
     async def run(self, loaded: LoadedVersion, request: ExplainRequest,
                   deadline: float | None) -> ExplainResult:
@@ -252,8 +274,14 @@ class ExplainRunner:
                 raise Cancelled("the call was cancelled while queued")
             job.started = True
             self._waiting -= 1
+            self._running += 1
         queued = time.perf_counter() - job.submitted
-        result = explain(loaded, request, self._settings, job.control)
+        try:
+            with lent(self.lanes):
+                result = explain(loaded, request, self._settings, job.control)
+        finally:
+            with self._lock:
+                self._running -= 1
         result.timings.insert(0, ("queue", queued))
         return result
 

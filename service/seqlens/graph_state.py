@@ -20,7 +20,7 @@ import torch
 from .errors import InvalidInput, ResourceExhausted
 from .recurrence import DIRECTION_NAMES, GATE_NAMES, DirectionTrace
 from .runtimes.replay import Recorder
-from .summaries import (
+from .state_maths import (
     SUMMARIES,
     LayerStateResult,
     StateOptions,

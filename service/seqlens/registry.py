@@ -50,6 +50,9 @@ class ModelRegistry:
         self._onnx_threads = onnx_threads
         self._tolerance = parity_tolerance
         self._records: dict[tuple[str, str], VersionRecord] = {}
+        # get() answers per (name, version) until any record changes (every Predict asks).
+        self._resolved: dict[tuple[str, str], LoadedVersion] = {}
+        self._generation = 0
         self._lock = threading.Lock()
         self._refresh_lock = threading.Lock()
         self._listeners = listeners or []
@@ -77,6 +80,18 @@ class ModelRegistry:
 
     def get(self, name: str, version: str = "") -> LoadedVersion:
         """The requested version, or the latest READY one when ``version`` is empty."""
+        key = (name, version)
+        hit = self._resolved.get(key)
+        if hit is not None:
+            return hit
+        generation = self._generation
+        loaded = self._resolve(name, version)
+        with self._lock:
+            if generation == self._generation:
+                self._resolved[key] = loaded
+        return loaded
+
+    def _resolve(self, name: str, version: str) -> LoadedVersion:
         recs = self.model_records(name)
         if version:
             validate_name("model version", version)
@@ -105,6 +120,8 @@ class ModelRegistry:
     def _set(self, rec: VersionRecord) -> None:
         with self._lock:
             self._records[(rec.name, rec.version)] = rec
+            self._generation += 1
+            self._resolved = {}
         for listener in self._listeners:
             listener(rec)
 

@@ -12,6 +12,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 from seqlens.demo import data as D
+from seqlens.tokenizers import read_vocabulary
 from seqlens_client import Client
 
 BIO = ["splice", "peptides"]
@@ -43,7 +44,7 @@ def _ort_logits(repo: Path, name: str, ids: list[int]) -> np.ndarray:
     ("peptides", "GLWSKIKEVGKEAAKAAAKAAGKAALGAVSEAV"),  # the file's first antimicrobial peptide
 ])
 def test_bio_demo_explains_over_grpc(demo_repository: Path, demo_server: Any, name: str, text: str) -> None:
-    vocab = (demo_repository / name / "1" / "vocab.txt").read_text().split("\n")[:-1]
+    vocab = read_vocabulary(demo_repository / name / "1" / "vocab.json")
     ids = [vocab.index(c) for c in text]
     with Client(demo_server.target, timeout=120) as client:
         [pred] = client.predict(name, text)

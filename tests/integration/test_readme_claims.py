@@ -149,7 +149,7 @@ def test_seqlens_export_from_files_and_a_failed_check_leaves_nothing(tmp_path: P
     done = _cli("export", "--config", str(tmp_path / "model.yaml"), "--weights", str(tmp_path / "weights.safetensors"),
                 "--vocab", str(tmp_path / "vocab.txt"), "--output", str(out))
     assert done.returncode == 0, done.stderr[-2000:]
-    assert {"model.yaml", "model.onnx", "weights.safetensors", "vocab.txt"} <= {p.name for p in out.iterdir()}
+    assert {"model.yaml", "model.onnx", "weights.safetensors", "vocab.json"} <= {p.name for p in out.iterdir()}
     ok = _cli("check", str(tmp_path / "repo"))
     assert ok.returncode == 0, ok.stdout + ok.stderr
 

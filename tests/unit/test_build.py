@@ -81,7 +81,7 @@ def _build_myrnn(tmp_path: Path, seed: int = 0, **kwargs: Any) -> tuple[nn.Modul
 def test_myrnn_as_written_builds_and_loads(tmp_path: Path) -> None:
     cell, report = _build_myrnn(tmp_path)
     folder = tmp_path / "repo" / "splice" / "1"
-    assert sorted(p.name for p in folder.iterdir()) == ["model.onnx", "model.yaml", "vocab.txt"]
+    assert sorted(p.name for p in folder.iterdir()) == ["model.onnx", "model.yaml", "vocab.json"]
     assert len(report.onnx_vs_eager) >= 3 and report.export_length not in report.onnx_vs_eager
     assert max(report.onnx_vs_eager.values()) <= 1e-4 and max(report.replay_vs_eager.values()) <= 1e-4
 

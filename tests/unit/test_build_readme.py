@@ -26,4 +26,4 @@ def test_readme_myrnn_example_builds_a_loadable_version(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.startswith("built models/splice/1 (cell protocol")
     assert sorted(p.name for p in (tmp_path / "models" / "splice" / "1").iterdir()) == [
-        "model.onnx", "model.yaml", "vocab.txt"]
+        "model.onnx", "model.yaml", "vocab.json"]

@@ -365,9 +365,11 @@ def _on_thread(fn: Callable[[], object], flush: bool) -> object:
     def run() -> None:
         if flush:
             init_gradient_thread()
+        else:  # a new thread inherits its creator's floating-point mode: clear it explicitly
+            torch.set_flush_denormal(False)
         out.append(fn())
 
-    th = threading.Thread(target=run)  # a fresh thread starts without flush-to-zero
+    th = threading.Thread(target=run)
     th.start()
     th.join()
     return out[0]

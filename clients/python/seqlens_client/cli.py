@@ -374,7 +374,7 @@ def cmd_stream(args: argparse.Namespace, client: Client, out: TextIO) -> int:
     path = Path(args.file)
     chunks: list[SequenceLike]
     if path.suffix in (".csv", ".npy"):
-        series = read_features(path)
+        series = read_features(path, _columns(args), _model_features(args, client, [args.file]))
         chunks = [series[i:i + args.chunk] for i in range(0, len(series), args.chunk)]
     else:
         chunks = [c for c in text_chunks(path.read_text(encoding="utf-8"), args.chunk) if c.strip()]
@@ -559,6 +559,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="model name")
     p.add_argument("file", help="CSV or .npy [T, F] series, or a text file")
     p.add_argument("--chunk", type=int, default=64, help="rows (features) or characters (text) per chunk")
+    p.add_argument("--columns", help="CSV feature columns to read, by header name or 0-based index, "
+                   "comma-separated (default: the model's feature names when the header has them, else all)")
     p.add_argument("--client-state", action="store_true",
                    help="carry the state in this client (Predict with state) instead of a server-held sequence")
     p.add_argument("--sequence-id", help="server-held sequence id (default: a random one)")

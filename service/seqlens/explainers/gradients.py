@@ -9,16 +9,14 @@ T x steps. Between chunks the deadline and cancellation are checked.
 Gradient threads flush denormal floats to zero (``init_gradient_thread``): backpropagated
 gradients through long RNNs decay into subnormal numbers, which are ~10x slower on x86
 and change no attribution (the tests compare with unflushed runs). The flag is per
-thread, so it is set in every worker of the gradient pool.
+thread, so it is set in every worker of the gradient pool and in every lane (threads.py):
+a lone explanation splits each chunk's rows across lanes, each a forward+backward of its own.
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
-import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 
 import numpy as np
 import torch
@@ -26,28 +24,12 @@ from torch import Tensor
 
 from .problem import Problem
 from .result import Attribution
+from .threads import GRADIENT_NICE, current_lanes, gradient_executor, init_gradient_thread, split_rows
+
+__all__ = ["GRADIENT_NICE", "gradient_at", "gradient_attribution", "gradient_executor", "init_gradient_thread",
+           "run_gradient_chunks"]
 
 ChunkConsumer = Callable[[int, Tensor, Tensor], None]  # (first row, grads [c,T,D], outputs [c])
-
-
-GRADIENT_NICE = 10
-
-
-def init_gradient_thread() -> None:
-    """Prepare the calling thread for gradient work: flush-to-zero denormals (per thread),
-    cuDNN off (process-wide: eval-mode RNN backward is unsupported on cuDNN, and a
-    per-call context would race between workers)."""
-    torch.set_flush_denormal(True)
-    torch.backends.cudnn.enabled = False
-    # Predictions first: a lower scheduling priority for this thread (Linux: per-thread nice)
-    # cut Predict p50 under concurrent explanations from 1.65 to 1.33 ms on 2 cores.
-    with contextlib.suppress(AttributeError, OSError):
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), GRADIENT_NICE)
-
-
-def gradient_executor(workers: int) -> ThreadPoolExecutor:
-    """The pool that runs explanations, separate from the prediction pool."""
-    return ThreadPoolExecutor(workers, thread_name_prefix="seqlens-torch", initializer=init_gradient_thread)
 
 
 def run_gradient_chunks(problem: Problem, n_rows: int, make_rows: Callable[[int, int], Tensor],
@@ -57,14 +39,26 @@ def run_gradient_chunks(problem: Problem, n_rows: int, make_rows: Callable[[int,
     if problem.module.training:
         raise RuntimeError("explanations need the module in eval mode")
     step = problem.rows_per_chunk
-    with torch.enable_grad():
-        for start in range(0, n_rows, step):
-            problem.control.check(what)
-            stop = min(n_rows, start + step)
-            rows = make_rows(start, stop).detach().requires_grad_(True)
+    lanes = current_lanes()
+
+    def grad_of(rows: Tensor) -> tuple[Tensor, Tensor]:
+        with torch.enable_grad():  # grad mode is per thread
+            rows = rows.detach().requires_grad_(True)
             out = problem.forward(rows)  # [c]
             (grads,) = torch.autograd.grad(out.sum(), rows)  # rows are independent: per-row grads
-            consume(start, grads, out.detach())
+            return grads, out.detach()
+
+    for start in range(0, n_rows, step):
+        problem.control.check(what)
+        stop = min(n_rows, start + step)
+        rows = make_rows(start, stop)  # built here, in order (samplers draw as they go)
+        parts = split_rows(0, stop - start, lanes.width()) if lanes is not None else [(0, stop - start)]
+        if len(parts) == 1:
+            consume(start, *grad_of(rows))
+            continue
+        assert lanes is not None  # a lone job: each lane a forward+backward of some rows
+        results = lanes.map([partial(grad_of, rows[a:b]) for a, b in parts])
+        consume(start, torch.cat([g for g, _ in results]), torch.cat([o for _, o in results]))
 
 
 def gradient_attribution(problem: Problem, method: str, full: Tensor) -> Attribution:

@@ -151,6 +151,8 @@ def model_info(d: ModelDescription) -> models_pb2.ModelInfo:
 
 # --- Open Inference Protocol --------------------------------------------------------
 _OIP_NUMPY = {"INT64": np.int64, "INT32": np.int32, "FP32": np.float32, "FP64": np.float64}
+_OIP_WIRE = {k: np.dtype(v).newbyteorder("<") for k, v in _OIP_NUMPY.items()}  # made once, not per call
+_OIP_FIELDS = {"INT64": "int64_contents", "INT32": "int_contents", "FP32": "fp32_contents", "FP64": "fp64_contents"}
 
 
 def oip_where(index: int, name: str) -> str:
@@ -169,7 +171,7 @@ def oip_input(req: oip.ModelInferRequest, index: int) -> np.ndarray:
     if not 1 <= len(shape) <= MAX_TENSOR_RANK or any(d < 0 for d in shape):
         raise InvalidInput(f"{where}: shape {shape} is invalid")
     count = math.prod(shape)
-    dtype = np.dtype(_OIP_NUMPY[t.datatype]).newbyteorder("<")
+    dtype = _OIP_WIRE[t.datatype]
     if req.raw_input_contents:
         if len(req.raw_input_contents) != len(req.inputs):
             raise InvalidInput("ModelInferRequest.raw_input_contents must have one entry per input")
@@ -179,8 +181,7 @@ def oip_input(req: oip.ModelInferRequest, index: int) -> np.ndarray:
                                f"{count * dtype.itemsize}")
         arr = np.frombuffer(raw, dtype=dtype)
     else:
-        field = {"INT64": "int64_contents", "INT32": "int_contents", "FP32": "fp32_contents",
-                 "FP64": "fp64_contents"}[t.datatype]
+        field = _OIP_FIELDS[t.datatype]
         arr = np.asarray(getattr(t.contents, field), dtype=dtype)
         if arr.size != count:
             raise InvalidInput(f"{where}: {arr.size} values in contents.{field}, shape {shape} needs {count}")
@@ -189,10 +190,10 @@ def oip_input(req: oip.ModelInferRequest, index: int) -> np.ndarray:
 
 def oip_infer_response(req: oip.ModelInferRequest, version: str, outputs: np.ndarray) -> oip.ModelInferResponse:
     out = np.ascontiguousarray(outputs, dtype="<f4")
-    return oip.ModelInferResponse(
-        model_name=req.model_name, model_version=version, id=req.id,
-        outputs=[oip.ModelInferResponse.InferOutputTensor(name="outputs", datatype="FP32", shape=list(out.shape))],
-        raw_output_contents=[out.tobytes()])
+    msg = oip.ModelInferResponse(model_name=req.model_name, model_version=version, id=req.id,
+                                 raw_output_contents=[out.tobytes()])
+    msg.outputs.add(name="outputs", datatype="FP32", shape=out.shape)
+    return msg
 
 
 # --- state summaries ----------------------------------------------------------------

@@ -7,6 +7,7 @@ import logging
 import signal
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import grpc
@@ -24,6 +25,7 @@ from ..metrics import Metrics
 from ..registry import ModelRegistry, VersionRecord
 from ..repository import ModelRepository
 from ..runtimes.replay import ReplayLimits
+from ..workers import WorkerLink
 from .auth import TlsFiles, TokenStore
 from .interceptors import AuthInterceptor, ErrorInterceptor
 from .servicers import InferenceServicer, SequenceExplainerServicer
@@ -77,10 +79,13 @@ class SeqlensServer:
         """Registry listener (loading thread): the model names that may appear in metric labels."""
         self._model_names = frozenset(r.name for r in self.registry.records())
 
-    async def start(self) -> None:
+    async def start(self, before_bind: Callable[[], None] | None = None) -> None:
+        """Load the models, then (after ``before_bind``, run in a thread) bind and serve."""
         s = self.settings
         torch.set_num_threads(s.torch_threads)
         await asyncio.to_thread(self.registry.refresh)
+        if before_bind is not None:  # a worker process waits here until every worker has loaded
+            await asyncio.to_thread(before_bind)
         # The call interceptor runs first so that refused tokens are counted and timed too.
         interceptors: list[grpc.aio.ServerInterceptor] = [self._calls]
         tokens = TokenStore(s.auth_token_file, s.auth_token)
@@ -89,7 +94,8 @@ class SeqlensServer:
         opts: list[tuple[str, int]] = [
             ("grpc.max_receive_message_length", s.max_message_bytes),
             ("grpc.max_send_message_length", s.max_message_bytes),
-            ("grpc.so_reuseport", 0),
+            # Several processes may share the port (the kernel spreads connections): docs/performance.md.
+            ("grpc.so_reuseport", 1 if s.reuse_port else 0),
             # Accept the SDK's keepalive pings (every 30 s or more, also between calls).
             ("grpc.keepalive_permit_without_calls", 1),
             ("grpc.http2.min_ping_interval_without_data_ms", 20_000),
@@ -113,7 +119,7 @@ class SeqlensServer:
         await server.start()
         self._server = server
         if s.health_port >= 0:
-            self._health_server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+            self._health_server = grpc.aio.server(options=[("grpc.so_reuseport", 1 if s.reuse_port else 0)])
             health_pb2_grpc.add_HealthServicer_to_server(self.health, self._health_server)
             self.health_port = self._health_server.add_insecure_port(f"{s.host}:{s.health_port}")
             await self._health_server.start()
@@ -183,14 +189,20 @@ class SeqlensServer:
         await self._stopped.wait()
 
 
-async def run(settings: Settings, repository: Path) -> None:
-    """``seqlens serve``: start, log one ready line (JSON fields port, metrics_port), drain on SIGTERM."""
+async def run(settings: Settings, repository: Path, link: WorkerLink | None = None) -> None:
+    """``seqlens serve``: start, log one ready line (JSON fields port, metrics_port), drain on SIGTERM.
+    As one of several workers (``link``), the supervisor logs the ready line instead."""
     TlsFiles.from_settings(settings.tls_cert, settings.tls_key, settings.tls_client_ca)  # fail before loading
     server = SeqlensServer(settings, repository)
-    await server.start()
+    await server.start(link.loaded_then_wait if link is not None else None)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, lambda: asyncio.ensure_future(server.drain()))
+    if link is not None:
+        link.ready(server.metrics_port)
+        log.info("worker ready", extra={"port": server.port, "metrics_port": server.metrics_port})
+        await server.wait()
+        return
     models = {f"{r.name}/{r.version}": r.state.value for r in server.registry.records()}
     log.info(f"seqlens ready: gRPC on {settings.host}:{server.port}, metrics on :{server.metrics_port}",
              extra={"port": server.port, "metrics_port": server.metrics_port, "repository": str(repository),
