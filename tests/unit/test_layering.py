@@ -110,3 +110,13 @@ def test_sdk_never_imports_the_server() -> None:
                 assert node.module.split(".")[0] != "seqlens", f"{name} imports {node.module}"
             if isinstance(node, ast.Import):
                 assert all(a.name.split(".")[0] != "seqlens" for a in node.names), name
+
+
+def test_server_uses_only_the_public_stubs_module() -> None:
+    """The server reads wire types from ``seqlens_client.stubs``, never the SDK's private ``_proto``."""
+    for name, path in _modules("seqlens", PACKAGES["seqlens"]).items():
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            mods = [node.module or ""] if isinstance(node, ast.ImportFrom) else (
+                [a.name for a in node.names] if isinstance(node, ast.Import) else [])
+            assert not any(m.startswith("seqlens_client._proto") for m in mods), f"{name} imports {mods}"

@@ -6,8 +6,7 @@ import math
 from typing import TypeVar
 
 import numpy as np
-from seqlens_client._proto.inference import grpc_service_pb2 as oip
-from seqlens_client._proto.seqlens.v1 import (
+from seqlens_client.stubs import (
     explain_pb2,
     models_pb2,
     predict_pb2,
@@ -16,6 +15,7 @@ from seqlens_client._proto.seqlens.v1 import (
     state_pb2,
     types_pb2,
 )
+from seqlens_client.stubs import oip_pb2 as oip
 
 from ..carry import CarriedState
 from ..errors import InvalidInput

@@ -15,9 +15,9 @@ import torch
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
-from seqlens_client._proto.inference import grpc_service_pb2 as oip
-from seqlens_client._proto.inference import grpc_service_pb2_grpc as oip_grpc
-from seqlens_client._proto.seqlens.v1 import service_pb2, service_pb2_grpc
+from seqlens_client.stubs import oip_pb2 as oip
+from seqlens_client.stubs import oip_pb2_grpc as oip_grpc
+from seqlens_client.stubs import service_pb2, service_pb2_grpc
 
 from ..config import Settings
 from ..dataplane import DataPlane

@@ -10,15 +10,15 @@ from typing import Any
 
 import grpc
 import numpy as np
-from seqlens_client._proto.inference import grpc_service_pb2 as oip
-from seqlens_client._proto.inference import grpc_service_pb2_grpc as oip_grpc
-from seqlens_client._proto.seqlens.v1 import (
+from seqlens_client.stubs import (
     explain_pb2,
     models_pb2,
     predict_pb2,
     sequence_pb2,
     service_pb2_grpc,
 )
+from seqlens_client.stubs import oip_pb2 as oip
+from seqlens_client.stubs import oip_pb2_grpc as oip_grpc
 
 from .. import __version__
 from ..dataplane import DataPlane
