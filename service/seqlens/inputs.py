@@ -53,15 +53,17 @@ def max_length_for(version: LoadedVersion, server_cap: int) -> int:
     return min(version.config.max_length, server_cap)
 
 
-def encode(version: LoadedVersion, item: SequenceInput, *, max_length: int, where: str | Where) -> EncodedSequence:
+def encode(version: LoadedVersion, item: SequenceInput, *, max_length: int, where: str | Where,
+           whole: bool = True) -> EncodedSequence:
     """Check one sequence against the model's input schema; ``where`` names it in errors.
+    ``whole=False``: a chunk of a longer sequence (stateful calls), not held to ``min_length``.
 
     Cheap checks run first (kind, rank, length), so a hostile input costs at most
     ``max_length`` timesteps of work before it is refused, never its full size.
     """
     enc = _encode(version, item, max_length, where if isinstance(where, Where) else Where(where))
     min_length = version.config.min_length
-    if min_length is not None and enc.length < min_length:
+    if whole and min_length is not None and enc.length < min_length:
         raise InvalidInput(
             f"{where} has {enc.length} timesteps; model {version.name!r} needs at least "
             f"min_length={min_length} (its config: min_length in model.yaml, reported by GetModel)")

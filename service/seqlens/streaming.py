@@ -114,7 +114,9 @@ class StreamingPlane:
         self.metrics.sequence_state_bytes.set(self.table.state_bytes)
 
     def _encode(self, loaded: LoadedVersion, item: SequenceInput, where: str) -> EncodedSequence:
-        return encode(loaded, item, max_length=max_length_for(loaded, self.settings.max_length), where=where)
+        # A chunk continues a sequence: min_length is the whole input's bound (README, "Stateful sequences").
+        return encode(loaded, item, max_length=max_length_for(loaded, self.settings.max_length), where=where,
+                      whole=False)
 
     def _schedule_sweep(self) -> None:
         """Evict idle sequences and those of unloaded versions on the server's clock, while any live."""

@@ -369,9 +369,16 @@ def _on_thread(fn: Callable[[], object], flush: bool) -> object:
             torch.set_flush_denormal(False)
         out.append(fn())
 
-    th = threading.Thread(target=run)
-    th.start()
-    th.join()
+    # One intra-op thread: torch's pool threads keep the mode of whoever created them, so the
+    # maths must run on this thread for its mode to be the one under test.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        th = threading.Thread(target=run)
+        th.start()
+        th.join()
+    finally:
+        torch.set_num_threads(threads)
     return out[0]
 
 

@@ -40,7 +40,12 @@ class Contention:
 def _on_plain_thread(fn: Callable[[], object]) -> object:
     """Runs ``fn`` on a fresh thread: no flush-to-zero there."""
     out: list[object] = []
-    th = threading.Thread(target=lambda: out.append(fn()))
+
+    def run() -> None:
+        torch.set_flush_denormal(False)  # a new thread inherits its creator's mode
+        out.append(fn())
+
+    th = threading.Thread(target=run)
     th.start()
     th.join()
     return out[0]

@@ -62,9 +62,16 @@ class BlockExplainer:
         self.states = state_columns(self.spec, self.loaded.config)
 
     def explain_block(self, block: Block) -> BlockOutcome:
-        start = time.perf_counter()
-        # As on the server's gradient threads (explainers.gradients.init_gradient_thread).
+        # Flush-to-zero as on the server's gradient threads (explainers.threads.init_gradient_thread),
+        # for this block only: threads created later from this one would inherit the mode.
         torch.set_flush_denormal(True)
+        try:
+            return self._explain_block(block)
+        finally:
+            torch.set_flush_denormal(False)
+
+    def _explain_block(self, block: Block) -> BlockOutcome:
+        start = time.perf_counter()
         torch.backends.cudnn.enabled = False
         records: list[dict[str, Any]] = []
         failed = 0
