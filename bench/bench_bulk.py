@@ -19,23 +19,20 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
-import socket
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+from harness import Server
 from seqlens.bulk import BulkProgress, BulkSpec, explain_dataset
 from seqlens.explainers.options import MethodOptions
 from seqlens.export import export_model
 from seqlens.families import build_model
 from seqlens.schema import ModelConfig
-from seqlens_client import Client, Method, SeqlensError
+from seqlens_client import Method
 
 VOCAB = ["<pad>", "<unk>", *[f"w{i}" for i in range(998)]]
 
@@ -47,39 +44,6 @@ def make_repository(root: Path) -> None:
         "architecture": {"input_layer": "embedding", "embedding_dim": 64, "cell": "lstm", "num_layers": 1,
                          "hidden_size": 128, "bidirectional": False, "head": "last"}})
     export_model(build_model(config, len(VOCAB), seed=0).eval(), root / "lstm" / "1", vocabulary=VOCAB)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Server:
-    """``seqlens serve`` in a subprocess on a free loopback port, 2 explanation workers."""
-
-    def __init__(self, repository: Path) -> None:
-        self.port = free_port()
-        env = {**os.environ, "SEQLENS_POLL_INTERVAL_S": "0", "SEQLENS_LOG_LEVEL": "WARNING",
-               "SEQLENS_EXPLAIN_WORKERS": "2"}
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "seqlens.cli", "serve", "--model-repository", str(repository), "--port",
-             str(self.port), "--metrics-port", "-1"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        self.client = Client(f"127.0.0.1:{self.port}", timeout=600)
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                self.client.list_models()
-                return
-            except SeqlensError:  # UNAVAILABLE until the server listens
-                if time.monotonic() > deadline or self.proc.poll() is not None:
-                    raise RuntimeError("seqlens serve did not start") from None
-                time.sleep(0.3)
-
-    def close(self) -> None:
-        self.client.close()
-        self.proc.terminate()
-        self.proc.wait(30)
 
 
 def main() -> int:
@@ -103,7 +67,7 @@ def main() -> int:
     spec = BulkSpec(repository=str(repo), model="lstm", block_rows=args.block_rows,
                     methods=(MethodOptions("integrated_gradients", n_steps=args.steps),))
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    server = Server(repo)
+    server = Server(repo, env={"SEQLENS_EXPLAIN_WORKERS": "2"})
     runs = 0
 
     def bulk() -> tuple[float, float]:

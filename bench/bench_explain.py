@@ -26,9 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -37,14 +35,14 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import grpc
 import numpy as np
 import torch
+from harness import Server
 from seqlens import load_model
 from seqlens.export import export_model
 from seqlens.families import build_model
 from seqlens.schema import ModelConfig
-from seqlens_client._proto.seqlens.v1 import explain_pb2, models_pb2, service_pb2_grpc, types_pb2
+from seqlens_client._proto.seqlens.v1 import explain_pb2, types_pb2
 
 VOCAB = ["<pad>", "<unk>", *[f"w{i}" for i in range(998)]]
 STEPS = 50
@@ -87,41 +85,6 @@ def find_demo(choice: str) -> Path | None:
 
     path = cache_root() / f"demo-{build_hash()}"
     return path if (path / COMPLETE_MARKER).is_file() else None
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Server:
-    """``seqlens serve`` in a subprocess on a free loopback port."""
-
-    def __init__(self, repository: Path) -> None:
-        self.port = free_port()
-        env = {**os.environ, "SEQLENS_POLL_INTERVAL_S": "0", "SEQLENS_LOG_LEVEL": "WARNING"}
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "seqlens.cli", "serve", "--model-repository", str(repository),
-             "--port", str(self.port), "--metrics-port", "-1"], env=env, stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL)
-        self.channel = grpc.insecure_channel(f"127.0.0.1:{self.port}",
-                                             options=[("grpc.max_receive_message_length", 64 << 20)])
-        self.stub = service_pb2_grpc.SequenceExplainerStub(self.channel)
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                self.stub.ListModels(models_pb2.ListModelsRequest(), timeout=2)
-                return
-            except grpc.RpcError:
-                if time.monotonic() > deadline or self.proc.poll() is not None:
-                    raise RuntimeError("seqlens serve did not start") from None
-                time.sleep(0.2)
-
-    def close(self) -> None:
-        self.channel.close()
-        self.proc.terminate()
-        self.proc.wait(30)
 
 
 class Captum:
