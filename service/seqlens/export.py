@@ -9,16 +9,15 @@ temporary folder and renamed into place, so a polling server never sees half a v
 from __future__ import annotations
 
 import io
-import shutil
 import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import save_file
 
 from .errors import ModelConfigError
 from .families import SequenceModel
+from .publish import refuse_existing, save_reference, staged
 from .runtimes.onnx import INPUT_NAMES, MIN_OPSET, OUTPUT_NAME
 from .runtimes.onnx_state import STATE_ONNX_FILE, export_stateful_bytes
 from .runtimes.torch import WEIGHTS_FILE, save_weights
@@ -28,7 +27,6 @@ from .versions import (
     CONFIG_FILE,
     MAX_VOCAB_BYTES,
     ONNX_FILE,
-    REFERENCE_FILE,
     LoadedVersion,
     load_version,
     probe_inputs,
@@ -104,17 +102,8 @@ def export_model(module: SequenceModel, directory: str | Path, *, vocabulary: li
         elif len(vocabulary) != module.embedding.num_embeddings:
             raise ModelConfigError(
                 f"vocabulary has {len(vocabulary)} tokens, the embedding {module.embedding.num_embeddings}")
-    if target.exists() and not overwrite:
-        numbers = [int(p.name) for p in target.parent.iterdir() if p.name.isdigit()]
-        hint = f" (e.g. {target.parent / str(max(numbers) + 1)})" if numbers else ""
-        raise FileExistsError(f"{target} exists and may be serving; write the new version into a new folder "
-                              f"next to it{hint}, or pass overwrite=True (seqlens export --overwrite) to "
-                              "replace it")
-    tmp = target.parent / f".{target.name}.tmp"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    try:
+    refuse_existing(target, overwrite, "overwrite=True (seqlens export --overwrite)")
+    with staged(target) as tmp:
         module = module.eval()
         (tmp / CONFIG_FILE).write_text(dump_config(config), encoding="utf-8")
         save_weights(module, tmp / WEIGHTS_FILE)
@@ -122,23 +111,11 @@ def export_model(module: SequenceModel, directory: str | Path, *, vocabulary: li
         stateful = export_stateful_bytes(module)  # chunks of sequences on ONNX Runtime (docs/stateful.md)
         if stateful is not None:
             (tmp / STATE_ONNX_FILE).write_bytes(stateful)
-        if reference is not None:
-            ref_x, ref_len = reference
-            save_file({"inputs": torch.from_numpy(np.ascontiguousarray(ref_x)),
-                       "lengths": torch.from_numpy(np.ascontiguousarray(ref_len, dtype=np.int64))},
-                      str(tmp / REFERENCE_FILE))
+        save_reference(tmp, reference)
         if isinstance(config.input, TokenInput):
             if hf_text is not None:
                 (tmp / config.input.vocabulary).write_bytes(hf_text.encode("utf-8"))
             elif vocabulary is not None:
                 write_vocabulary(tmp / config.input.vocabulary, vocabulary)
         load_version(tmp, target.parent.name, target.name)  # parity check before publishing
-        for f in tmp.iterdir():
-            f.chmod(0o644)  # servers often run as another user than the exporter
-        if target.exists():
-            shutil.rmtree(target)
-        tmp.rename(target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return load_version(target, target.parent.name, target.name)

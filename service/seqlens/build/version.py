@@ -6,7 +6,6 @@ passes; the folder is written next to its target and renamed into place (docs/bu
 
 from __future__ import annotations
 
-import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -16,9 +15,9 @@ from typing import Any, Literal
 import numpy as np
 import torch
 import yaml
-from safetensors.torch import save_file
 from torch import Tensor, nn
 
+from ..publish import refuse_existing, save_reference, staged
 from ..schema import FeatureInput, TokenInput
 from ..tokenizers import Vocabulary
 from .checks import Probe, check_lengths, check_onnx_runtime, check_replay_gradients, make_probes
@@ -136,8 +135,7 @@ def build_version(module: nn.Module, repository: str | Path, name: str, version:
     """
     started = time.perf_counter()
     target = Path(repository) / name / version
-    if target.exists() and not overwrite:
-        raise FileExistsError(f"{target} exists (pass overwrite=True to replace it)")
+    refuse_existing(target, overwrite, "overwrite=True (seqlens build --force)")
     if protocol not in ("cell", "sequence"):
         raise ValueError(f"protocol must be 'cell' or 'sequence', not {protocol!r}")
     per_step = task == "tagging"
@@ -239,32 +237,16 @@ def build_version(module: nn.Module, repository: str | Path, name: str, version:
 def _write(target: Path, manifest: str, onnx_bytes: bytes, vocabulary: Sequence[str] | None, vocab_file: str,
            reference: tuple[np.ndarray, np.ndarray] | None, *, load: bool) -> None:
     """Write into a hidden sibling folder, load it as the server would, rename into place."""
-    tmp = target.parent / f".{target.name}.tmp"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    try:
+    with staged(target) as tmp:
         (tmp / CONFIG_FILE).write_text(manifest, encoding="utf-8")
         (tmp / ONNX_FILE).write_bytes(onnx_bytes)
         if vocabulary is not None:
             Vocabulary(list(vocabulary)).save(tmp / vocab_file)
-        if reference is not None:
-            ref_x, ref_len = reference
-            save_file({"inputs": torch.from_numpy(np.ascontiguousarray(ref_x)),
-                       "lengths": torch.from_numpy(np.ascontiguousarray(ref_len, dtype=np.int64))},
-                      str(tmp / REFERENCE_FILE))
+        save_reference(tmp, reference)
         if load:
             from ..versions import load_version
 
             load_version(tmp, target.parent.name, target.name)  # the server's own load and parity gate
-        for f in tmp.iterdir():
-            f.chmod(0o644)  # servers often run as another user than the builder
-        if target.exists():
-            shutil.rmtree(target)
-        tmp.rename(target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 __all__ = ["BuildError", "BuildReport", "build_version"]

@@ -21,7 +21,7 @@ from .data import data_files
 
 _PACKAGE = Path(__file__).resolve().parent
 # Server modules whose code decides what a build writes (weights layout, ONNX graph, vocab).
-_SERVER_INPUTS = ("families.py", "schema.py", "export.py", "tokenizers.py", "runtimes/onnx_state.py")
+_SERVER_INPUTS = ("families.py", "schema.py", "export.py", "publish.py", "tokenizers.py", "runtimes/onnx_state.py")
 COMPLETE_MARKER = ".complete"
 
 
