@@ -7,6 +7,9 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+# Max |ONNX Runtime - torch| on probe inputs for a version to be READY (also seqlens build's check).
+PARITY_TOLERANCE = 1e-4
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SEQLENS_", extra="ignore", protected_namespaces=())
@@ -46,7 +49,8 @@ class Settings(BaseSettings):
 
     # --- models --------------------------------------------------------------------
     poll_interval_s: float = Field(2.0, ge=0, description="Repository rescan interval; 0 disables polling.")
-    parity_tolerance: float = Field(1e-4, gt=0, description="Max |ONNX - torch| on probe inputs for READY.")
+    parity_tolerance: float = Field(PARITY_TOLERANCE, gt=0,
+                                    description="Max |ONNX - torch| on probe inputs for READY.")
     max_length: int = Field(4096, ge=1, description="Server-wide cap on sequence length (models may set less).")
     max_batch: int = Field(256, ge=1, description="Most sequences in one Predict/ModelInfer request.")
     # Custom graphs (architecture.kind: onnx): what model.onnx may ask of the replay (docs/custom-graphs.md).

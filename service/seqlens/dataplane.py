@@ -151,7 +151,7 @@ class DataPlane:
             vocab_size=loaded.vocab_size if loaded else 0,
             special_tokens=loaded.tokenizer.special_tokens if loaded and loaded.tokenizer else [],
             num_parameters=loaded.num_parameters if loaded else 0,
-            attribution_methods=available_methods(config) if config else [],
+            attribution_methods=available_methods() if config else [],
             state_summaries=available_for(loaded) if loaded else [],
             kind=loaded.kind if loaded else "",
             attribution_width=loaded.attribution_width if loaded else 0,
@@ -190,9 +190,8 @@ class DataPlane:
         batcher.admit(len(inputs))  # a full queue refuses before any tokenizing
         encoded = await self._encode(loaded, inputs)
         outputs = await batcher.run([e.values for e in encoded])
-        preds = [make_prediction(loaded.config, out, enc.tokens) for out, enc in zip(outputs, encoded)]
-        for p, enc in zip(preds, encoded):
-            p.length = enc.length
+        preds = [make_prediction(loaded.config, out, enc.tokens, enc.length)
+                 for out, enc in zip(outputs, encoded, strict=True)]
         return PredictResult(loaded.name, loaded.version, preds)
 
     async def infer_tensor(self, name: str, version: str, inputs: np.ndarray, lengths: np.ndarray | None, *,

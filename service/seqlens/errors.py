@@ -34,10 +34,6 @@ class DeadlineExceeded(SeqlensError):
     """The caller's deadline passed before the work finished."""
 
 
-class Unauthenticated(SeqlensError):
-    """Missing or wrong bearer token."""
-
-
 class FailedPrecondition(SeqlensError):
     """The request is well formed but the server's state refuses it (an ended or evicted
     sequence, a state from another model version, a model that cannot stream)."""

@@ -163,8 +163,7 @@ def explain(loaded: LoadedVersion, request: ExplainRequest, settings: Settings,
         with stages("onnx"):
             # raw outputs of the sequence: [C], [T,C] or [H]
             raw = loaded.onnx.run(enc.values[None], np.array([enc.length], dtype=np.int64))[0]
-    prediction = make_prediction(config, raw, enc.tokens)
-    prediction.length = enc.length
+    prediction = make_prediction(config, raw, enc.tokens, enc.length)
     carried = stack_states(loaded, [initial]) if initial is not None and (
         initial.steps > 0 or any(np.any(a) for a in initial.tensors.values())) else None
     target = resolve_target(config, request.target, raw, enc.length)

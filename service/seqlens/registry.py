@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 
+from .config import PARITY_TOLERANCE
 from .errors import ModelConfigError, ModelNotFound, ModelUnavailable
 from .repository import ModelRepository, validate_name, version_sort_key
 from .runtimes.replay import ReplayLimits
@@ -43,7 +44,7 @@ Listener = Callable[[VersionRecord], None]
 
 
 class ModelRegistry:
-    def __init__(self, repository: ModelRepository, *, onnx_threads: int = 1, parity_tolerance: float = 1e-4,
+    def __init__(self, repository: ModelRepository, *, onnx_threads: int = 1, parity_tolerance: float = PARITY_TOLERANCE,
                  listeners: list[Listener] | None = None, graph_limits: ReplayLimits | None = None) -> None:
         self.repository = repository
         self._graph_limits = graph_limits

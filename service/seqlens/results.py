@@ -67,10 +67,10 @@ def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
     return e / e.sum(axis=axis, keepdims=True)
 
 
-def make_prediction(config: ModelConfig, scores: np.ndarray, tokens: list[TokenSpan] | None) -> Prediction:
-    """Raw outputs of one sequence -> a Prediction with labels and probabilities."""
+def make_prediction(config: ModelConfig, scores: np.ndarray, tokens: list[TokenSpan] | None,
+                    length: int) -> Prediction:
+    """Raw outputs of one sequence of ``length`` timesteps -> a Prediction with labels and probabilities."""
     scores = np.asarray(scores, dtype=np.float32)
-    length = len(tokens) if tokens is not None else (scores.shape[0] if config.task == "tagging" else 0)
     pred = Prediction(length=length, tokens=tokens, scores=scores)
     labels = config.labels or []
     if config.task == "classification":

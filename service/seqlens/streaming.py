@@ -184,8 +184,7 @@ class StreamingPlane:
         results = await batcher.step([Chunk(e.values, s) for e, s in zip(encoded, initial)])
         preds = []
         for enc, res in zip(encoded, results):
-            p = make_prediction(loaded.config, res.output, enc.tokens)
-            p.length = enc.length
+            p = make_prediction(loaded.config, res.output, enc.tokens, enc.length)
             preds.append(p)
         self.metrics.chunk_duration.labels(name, "client").observe(time.perf_counter() - start)
         return StatefulPredictResult(PredictResult(loaded.name, loaded.version, preds), [r.state for r in results])
@@ -224,8 +223,7 @@ class StreamingPlane:
                 if encoded is not None:
                     result = (await self.batcher(loaded).step([Chunk(encoded.values, seq.state)]))[0]
                     self.table.update(seq, result.state)
-                    pred = make_prediction(loaded.config, result.output, encoded.tokens)
-                    pred.length = encoded.length
+                    pred = make_prediction(loaded.config, result.output, encoded.tokens, encoded.length)
                     outcome.prediction, outcome.raw, outcome.steps = pred, result.output, result.state.steps
                 if ref.end:
                     self.table.end(seq)

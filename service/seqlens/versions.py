@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .config import PARITY_TOLERANCE
 from .errors import ModelConfigError, ResourceExhausted
 from .families import SequenceModel
 from .runtimes.onnx import OnnxRuntime, load_onnx_model
@@ -27,7 +28,6 @@ from .tokenizers import TextTokenizer, Tokenizer, Vocabulary
 CONFIG_FILE = "model.yaml"
 ONNX_FILE = "model.onnx"
 REFERENCE_FILE = "reference.safetensors"  # optional: typical inputs, for state projections
-PARITY_TOLERANCE = 1e-4
 # Text files are parsed whole; caps keep a hostile repository from costing unbounded memory.
 MAX_CONFIG_BYTES = 1 << 20
 MAX_VOCAB_BYTES = 64 << 20  # also the cap of a huggingface tokenizer.json

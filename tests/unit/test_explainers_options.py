@@ -49,7 +49,7 @@ def test_defaults_text_input_tokens_prediction_and_timings(family: Family) -> No
     np.testing.assert_allclose(result.prediction.scores, logits)
     assert att.target_at_input == pytest.approx(float(logits[result.target.class_index]), abs=1e-5)
     assert [s for s, _ in result.timings] == ["tokenize", "onnx", "gradient"]
-    assert available_methods(loaded.config) == [
+    assert available_methods() == [
         "integrated_gradients", "saliency", "input_x_gradient", "gradient_shap", "smoothgrad", "occlusion",
         "feature_ablation", "shapley_sampling"]
 
@@ -154,10 +154,10 @@ def test_adaptive_ig_without_a_cap_fits_the_limit(family: Family) -> None:
 def test_every_method_on_every_input_kind_with_faithfulness_and_state(family: Family) -> None:
     for name in ("gru_features_tag", "relu_tokens_bi_fc"):
         loaded = family(name)
-        methods = tuple(MethodOptions(m, window=2 if m == "occlusion" else 0) for m in available_methods(loaded.config))
+        methods = tuple(MethodOptions(m, window=2 if m == "occlusion" else 0) for m in available_methods())
         result = explain(loaded, _request(loaded, sample_values(loaded), *methods, faithfulness=True,
                                           state=StateOptions()), Settings())
-        assert [a.method for a in result.attributions] == list(available_methods(loaded.config))
+        assert [a.method for a in result.attributions] == list(available_methods())
         for att in result.attributions:
             assert att.scores.shape == (9,) and np.isfinite(att.scores).all()
             assert att.faithfulness is not None and len(att.faithfulness.comprehensiveness) == 5

@@ -17,6 +17,7 @@ import torch
 import yaml
 from torch import Tensor, nn
 
+from ..config import PARITY_TOLERANCE
 from ..publish import refuse_existing, save_reference, staged
 from ..schema import FeatureInput, TokenInput
 from ..tokenizers import Vocabulary
@@ -45,7 +46,7 @@ from .protocols import (
 Protocol = Literal["cell", "sequence"]
 Task = Literal["classification", "tagging", "forecasting", "regression"]
 CONFIG_FILE, ONNX_FILE, REFERENCE_FILE = "model.yaml", "model.onnx", "reference.safetensors"
-TOLERANCE = 1e-4
+TOLERANCE = PARITY_TOLERANCE  # the server's own parity gate
 DEFAULT_EXPORT_LENGTH = 7
 
 

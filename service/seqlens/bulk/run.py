@@ -163,7 +163,7 @@ def _check_spec(spec: BulkSpec, plan: InputPlan) -> ModelConfig:
     config = parse_config((version_dir / CONFIG_FILE).read_text(encoding="utf-8"), source=CONFIG_FILE)
     if spec.state is not None:
         resolve_summaries(config, StateOptions(summaries=spec.state))
-    known = available_methods(config)
+    known = available_methods()
     unknown = [n for n in spec.method_names if n not in known]
     if unknown:  # other options depend on each row's length: checked per row, as the server does
         raise InvalidInput(f"methods: {', '.join(map(repr, unknown))} not available for model {spec.model!r}; "

@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from ..errors import InvalidInput
-from ..schema import ModelConfig
 from . import (
     feature_ablation,
     gradient_shap,
@@ -36,8 +35,9 @@ PLANNERS: dict[str, Callable[[MethodOptions, PlanContext], Plan]] = {
 DEFAULT_METHOD = integrated_gradients.NAME
 
 
-def available_methods(config: ModelConfig) -> list[str]:
-    """Every method applies to every model of the built-in family (token and feature inputs)."""
+def available_methods() -> list[str]:
+    """Every method applies to every model (built-in family or custom graph, tokens or features):
+    what differs by model is which options apply, checked when a method is planned."""
     return list(PLANNERS)
 
 

@@ -27,7 +27,6 @@ STATUS_FOR: list[tuple[type[errors.SeqlensError], grpc.StatusCode]] = [
     (errors.ModelUnavailable, grpc.StatusCode.UNAVAILABLE),
     (errors.ResourceExhausted, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (errors.DeadlineExceeded, grpc.StatusCode.DEADLINE_EXCEEDED),
-    (errors.Unauthenticated, grpc.StatusCode.UNAUTHENTICATED),
     (errors.ModelConfigError, grpc.StatusCode.UNAVAILABLE),
     (errors.FailedPrecondition, grpc.StatusCode.FAILED_PRECONDITION),
     (errors.SequenceNotFound, grpc.StatusCode.NOT_FOUND),
