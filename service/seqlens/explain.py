@@ -182,7 +182,10 @@ def explain(loaded: LoadedVersion, request: ExplainRequest, settings: Settings,
     attributions = []
     for plan in plans:  # stage "gradient" is torch work, "onnx" ONNX Runtime work
         with stages("gradient" if plan.runtime == "torch" else "onnx"):
-            attributions.append(plan.run(problem))
+            began = time.perf_counter()  # each method's own time, measured here for all of them
+            att = plan.run(problem)
+            att.seconds = time.perf_counter() - began
+            attributions.append(att)
     if request.faithfulness:
         with stages("faithfulness"):
             qualities = faith.faithfulness(problem, [a.scores for a in attributions])

@@ -4,7 +4,6 @@ feature models, single (timestep, feature) cells (``ablation=PER_FEATURE``)."""
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -42,7 +41,6 @@ class FeatureAblation:
         return (self.groups + 2) * self.length
 
     def run(self, problem: Problem) -> Attribution:
-        began = time.perf_counter()
         t, f = self.length, self.num_features
         what = f"{NAME} ({self.groups} groups)"
         if self.per_feature:
@@ -60,7 +58,6 @@ class FeatureAblation:
             full = timestep_groups(problem, per_step)
             att = perturbation_attribution(problem, NAME, full, per_step=per_step)
         att.n_steps = self.groups
-        att.seconds = time.perf_counter() - began
         return att
 
 

@@ -8,7 +8,6 @@ of Captum's per-sample deltas. Defaults follow Captum: 5 samples, no noise.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from typing import Literal
 
@@ -49,7 +48,6 @@ class GradientShap:
         return self.n_samples * self.length * (2 if self.stdev else 1)  # + f(x_s) when noisy
 
     def run(self, problem: Problem, draws: Draws | None = None) -> Attribution:
-        start = time.perf_counter()
         draws = draws or SeededDraws(self.seed, self.stdev, tuple(problem.x.shape))
         x, b = problem.x, problem.b
         alphas = draws.alphas(self.n_samples).to(x.dtype).view(-1, 1, 1)  # [S,1,1]
@@ -76,7 +74,6 @@ class GradientShap:
         att = gradient_attribution(problem, NAME, full)
         att.n_steps = self.n_samples
         att.record_delta(completeness_delta(att.full, mean_fx, fb), fx, fb, self.tolerance)
-        att.seconds = time.perf_counter() - start
         return att
 
 

@@ -15,7 +15,6 @@ previous refinement, or the step cap:
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Literal
@@ -130,7 +129,6 @@ class IntegratedGradients:
         return sum(self.ladder()) * self.length
 
     def run(self, problem: Problem) -> Attribution:
-        start = time.perf_counter()
         fx, fb = problem.torch_endpoints
         gap = fx - fb
         if self.panels:
@@ -139,7 +137,6 @@ class IntegratedGradients:
             att.n_steps = outcome.rows
             att.record_delta(completeness_delta(att.full, fx, fb), fx, fb, self.tolerance,
                              refined=outcome.converged)
-            att.seconds = time.perf_counter() - start
             return att
         previous: Tensor | None = None
         refined = not self.adaptive  # a fixed count has no refinement rule, only the delta
@@ -154,7 +151,6 @@ class IntegratedGradients:
         att = gradient_attribution(problem, NAME, full)
         att.n_steps = n
         att.record_delta(delta, fx, fb, self.tolerance, refined=refined)
-        att.seconds = time.perf_counter() - start
         return att
 
 

@@ -9,7 +9,6 @@ its steps. All windows run as a few large ONNX Runtime batches.
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -42,7 +41,6 @@ class Occlusion:
         return (len(self.starts) + 2) * self.length
 
     def run(self, problem: Problem) -> Attribution:
-        began = time.perf_counter()
         starts = self.starts
         steps = np.arange(self.length)
 
@@ -56,7 +54,6 @@ class Occlusion:
         per_step = (effects @ cover) / cover.sum(axis=0)
         att = perturbation_attribution(problem, NAME, timestep_groups(problem, per_step), per_step=per_step)
         att.n_steps = len(starts)
-        att.seconds = time.perf_counter() - began
         return att
 
 

@@ -47,7 +47,7 @@ class Attribution:
     target_at_input: float = 0.0
     target_at_baseline: float = 0.0
     faithfulness: Faithfulness | None = None
-    seconds: float = 0.0
+    seconds: float = 0.0  # set by the runner (explain.explain), which times every plan
 
     @property
     def has_delta(self) -> bool:

@@ -3,7 +3,6 @@ default like Captum's ``Saliency(abs=True)``."""
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from typing import Literal
 
@@ -28,12 +27,10 @@ class Saliency:
         return self.length
 
     def run(self, problem: Problem) -> Attribution:
-        start = time.perf_counter()
         grad = gradient_at(problem, NAME)
         att = gradient_attribution(problem, NAME, grad.abs() if self.absolute else grad)
         att.n_steps = 1
         att.target_at_input, att.target_at_baseline = problem.torch_endpoints
-        att.seconds = time.perf_counter() - start
         return att
 
 

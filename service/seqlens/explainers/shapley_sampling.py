@@ -7,7 +7,6 @@ to f(x) - f(baseline), so the delta is only rounding. Default: Captum's 25 order
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from typing import Literal
 
@@ -54,7 +53,6 @@ class ShapleySampling:
         return (self.n_samples * max(self.groups - 1, 0) + 2) * self.length
 
     def run(self, problem: Problem, orders: list[torch.Tensor] | None = None) -> Attribution:
-        began = time.perf_counter()
         g = self.groups
         orders = orders or permutations(self.seed, self.n_samples, g)
         # rank[s, group] = position of the group in order s: after j additions, the groups
@@ -85,7 +83,6 @@ class ShapleySampling:
             att = perturbation_attribution(problem, NAME, timestep_groups(problem, credit), per_step=credit)
         att.record_delta(completeness_delta(credit, fx, fb), fx, fb, self.tolerance)
         att.n_steps = self.n_samples
-        att.seconds = time.perf_counter() - began
         return att
 
 

@@ -5,7 +5,6 @@ nt_type="smoothgrad": the mean over S noisy copies x + N(0, stdev^2) of the sali
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from typing import Literal
 
@@ -43,7 +42,6 @@ class SmoothGrad:
         return self.stdev or DEFAULT_NOISE_FRACTION * float(x.max() - x.min())
 
     def run(self, problem: Problem, draws: Draws | None = None) -> Attribution:
-        start = time.perf_counter()
         x = problem.x
         draws = draws or SeededDraws(self.seed, self.noise_stdev(problem), tuple(x.shape))
         total = torch.zeros_like(x)
@@ -59,7 +57,6 @@ class SmoothGrad:
         att = gradient_attribution(problem, NAME, total / self.n_samples)
         att.n_steps = self.n_samples
         att.target_at_input, att.target_at_baseline = problem.torch_endpoints
-        att.seconds = time.perf_counter() - start
         return att
 
 
