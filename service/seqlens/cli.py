@@ -119,8 +119,9 @@ def _cmd_build(args: argparse.Namespace) -> int:
 def _cmd_check(args: argparse.Namespace) -> int:
     from .registry import ModelRegistry, VersionState
     from .repository import ModelRepository
+    from .summaries import state_projection
 
-    registry = ModelRegistry(ModelRepository(args.repository))
+    registry = ModelRegistry(ModelRepository(args.repository), load_hooks=[state_projection])
     registry.refresh()
     bad = 0
     records = registry.records()

@@ -17,7 +17,6 @@ from .config import PARITY_TOLERANCE
 from .errors import ModelConfigError, ModelNotFound, ModelUnavailable
 from .repository import ModelRepository, validate_name, version_sort_key
 from .runtimes.replay import ReplayLimits
-from .summaries import state_projection
 from .versions import LoadedVersion, load_version
 
 log = logging.getLogger(__name__)
@@ -41,12 +40,17 @@ class VersionRecord:
 
 
 Listener = Callable[[VersionRecord], None]
+LoadHook = Callable[[LoadedVersion], object]  # runs in the loading thread; an exception fails the version
 
 
 class ModelRegistry:
     def __init__(self, repository: ModelRepository, *, onnx_threads: int = 1, parity_tolerance: float = PARITY_TOLERANCE,
-                 listeners: list[Listener] | None = None, graph_limits: ReplayLimits | None = None) -> None:
+                 listeners: list[Listener] | None = None, graph_limits: ReplayLimits | None = None,
+                 load_hooks: list[LoadHook] | None = None) -> None:
+        """``load_hooks`` finish a loaded version before it serves (the server fits the state
+        projection there: once at load, not on the first request)."""
         self.repository = repository
+        self._load_hooks = load_hooks or []
         self._graph_limits = graph_limits
         self._onnx_threads = onnx_threads
         self._tolerance = parity_tolerance
@@ -158,7 +162,8 @@ class ModelRegistry:
             path = self.repository.version_dir(name, version)
             loaded = load_version(path, name, version, onnx_threads=self._onnx_threads, tolerance=self._tolerance,
                                   limits=self._graph_limits)
-            state_projection(loaded)  # DESIGN: fit once at load, not on the first request
+            for hook in self._load_hooks:
+                hook(loaded)
         except Exception as exc:  # noqa: BLE001 - a broken file can make any library raise; never crash
             if not (self.repository.root / name / version).is_dir():
                 # Deleted while loading (its files vanished mid-read): removed, not broken.

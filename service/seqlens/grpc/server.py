@@ -25,6 +25,7 @@ from ..metrics import Metrics
 from ..registry import ModelRegistry, VersionRecord
 from ..repository import ModelRepository
 from ..runtimes.replay import ReplayLimits
+from ..summaries import state_projection
 from ..workers import WorkerLink
 from .auth import TlsFiles, TokenStore
 from .interceptors import AuthInterceptor, ErrorInterceptor
@@ -53,7 +54,8 @@ class SeqlensServer:
                                           max_nodes=settings.graph_max_nodes,
                                           max_initializer_bytes=settings.graph_max_initializer_bytes,
                                           max_depth=settings.graph_max_depth,
-                                          max_loop_iterations=settings.graph_max_loop_iterations))
+                                          max_loop_iterations=settings.graph_max_loop_iterations),
+                                      load_hooks=[state_projection])
         self.dataplane = DataPlane(self.registry, settings, self.metrics)
         self.registry.add_listener(self.dataplane.on_version_change)
         self._model_names: frozenset[str] = frozenset()
