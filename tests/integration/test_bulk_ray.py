@@ -10,6 +10,7 @@ report and by the untouched files, never by time).
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +35,9 @@ SUMMARIES = ("state_norm", "delta_norm", "gate_mean")
 def ray_session():
     # Ray gives its raylet a fixed 30 s to register at startup; on a saturated CI machine that can
     # pass, so a failed start is retried (startup only: nothing here is judged by time).
+    # Workers at the default priority, as ensure_ray starts them: at Ray's niceness 15 a busy
+    # machine starves them.
+    os.environ.setdefault("RAY_worker_niceness", "0")
     for attempt in range(3):
         try:
             ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)

@@ -67,6 +67,9 @@ def ensure_ray(num_cpus: int | None = None) -> Any:
         if os.environ.get("RAY_ADDRESS"):
             ray.init(log_to_driver=True)
         else:
+            # A local bulk job is this machine's work: Ray's default worker niceness (15) would
+            # let any other busy process starve it (docs/bulk.md).
+            os.environ.setdefault("RAY_worker_niceness", "0")
             ray.init(num_cpus=num_cpus, include_dashboard=False)
     return ray
 
