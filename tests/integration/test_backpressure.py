@@ -63,7 +63,7 @@ def _pending(server: ServerThread) -> int:
     return sum(b.pending for b in server.server.dataplane.batchers())
 
 
-async def _until(condition: Callable[[], bool], timeout: float = 60.0) -> None:
+async def _until(condition: Callable[[], bool], timeout: float = 300.0) -> None:
     """Waits for a state of the server; the timeout only turns a hang into a failure."""
     end = time.monotonic() + timeout
     while not condition():
