@@ -17,15 +17,15 @@ import numpy as np
 from .batching import BatchPolicy, DynamicBatcher
 from .config import Settings
 from .cpus import available_cpus
-from .errors import InvalidInput, shutting_down
+from .errors import InvalidInput, ModelUnavailable, shutting_down
 from .explain import ExplainRequest, ExplainResult, ExplainRunner
 from .explainers.gradients import gradient_executor
 from .inputs import EncodedSequence, SequenceInput, Where, encode, max_length_for
 from .metrics import Metrics
 from .registry import ModelRegistry, VersionRecord, VersionState
-from .results import ModelDescription, ModelSummary, PredictResult, make_prediction
+from .results import ModelDescription, ModelSummary, ModelTensors, PredictResult, TensorSpec, make_prediction
 from .streaming import StreamingPlane
-from .tensor_inputs import check_feature_batch, check_token_batch
+from .tensor_inputs import check_batch_shape, check_batch_values
 from .versions import LoadedVersion
 
 _BATCHER = "seqlens.batcher"  # key of a version's DynamicBatcher in LoadedVersion.extras
@@ -161,6 +161,25 @@ class DataPlane:
             max_batch=self.settings.max_batch, max_explain_work=self.settings.max_explain_work,
             max_steps=self.settings.max_steps)
 
+    def model_ready(self, name: str, version: str) -> bool:
+        """Unknown models and versions raise NOT_FOUND; known ones not serving now answer False."""
+        try:
+            self.registry.get(name, version)
+        except ModelUnavailable:
+            return False
+        return not self.draining
+
+    def model_tensors(self, name: str, version: str) -> ModelTensors:
+        """The padded-batch tensors of ``infer_tensor``: ids [B,T] or features [B,T,F], lengths [B]."""
+        loaded = self.registry.get(name, version)
+        c = loaded.config
+        x = TensorSpec("inputs", "int64", [-1, -1]) if c.is_tokens else \
+            TensorSpec("inputs", "float32", [-1, -1, c.num_features])
+        out_shape = [-1, -1, c.num_outputs] if c.head == "per_step" else [-1, c.num_outputs]
+        return ModelTensors(name=loaded.name, versions=[r.version for r in self.registry.model_records(name)],
+                            platform="onnxruntime_onnx", inputs=[x, TensorSpec("lengths", "int64", [-1])],
+                            outputs=[TensorSpec("outputs", "float32", out_shape)])
+
     # --- predictions -----------------------------------------------------------------
     async def _encode(self, loaded: LoadedVersion, items: list[SequenceInput],
                       wheres: list[Where] | None = None) -> list[EncodedSequence]:
@@ -201,40 +220,21 @@ class DataPlane:
         ``*_where`` name the request tensors in errors (OIP fields, not the typed API's)."""
         self.check_serving()
         loaded = self.registry.get(name, version)
-        config = loaded.config
-        want_ndim = 2 if config.is_tokens else 3
-        shape = "[B, T]" if config.is_tokens else f"[B, T, {config.num_features}]"
-        if inputs.ndim != want_ndim or inputs.shape[0] == 0 or inputs.shape[1] == 0 or (
-                not config.is_tokens and inputs.shape[2] != config.num_features):
-            raise InvalidInput(f"{inputs_where} has shape {list(inputs.shape)}; model {name!r} needs {shape}"
-                               " with B, T >= 1")
-        if config.is_tokens != np.issubdtype(inputs.dtype, np.integer):
-            want = "INT64 or INT32 token ids" if config.is_tokens else "FP32 (or FP64) features"
-            raise InvalidInput(f"{inputs_where} is {inputs.dtype}; model {name!r} needs {want}")
-        b, t = inputs.shape[:2]
-        if b > self.settings.max_batch:
-            raise InvalidInput(f"{inputs_where} has batch {b}; at most max_batch={self.settings.max_batch}")
-        if lengths is None:
-            lengths = np.full(b, t, dtype=np.int64)
-        lengths = lengths.reshape(-1).astype(np.int64)
-        if lengths.shape[0] != b or (lengths < 1).any() or (lengths > t).any():
-            raise InvalidInput(f"{lengths_where} must be [{b}] integers in [1, {t}]")
+        lengths = check_batch_shape(loaded, inputs, lengths, max_batch=self.settings.max_batch,
+                                    inputs_where=inputs_where, lengths_where=lengths_where)
         batcher = self.batcher(loaded)
-        batcher.admit(b)  # a full queue refuses before any validation work
+        batcher.admit(inputs.shape[0])  # a full queue refuses before any validation work
         # Whole-batch numpy checks: no per-sequence objects, no token spans (docs/performance.md).
         t0 = time.perf_counter()
-        max_len = max_length_for(loaded, self.settings.max_length)
-        if config.is_tokens:
-            values = check_token_batch(loaded, inputs, lengths, max_len, inputs_where)
-        else:
-            values = check_feature_batch(loaded, inputs, lengths, max_len, inputs_where)
+        values = check_batch_values(loaded, inputs, lengths, max_length_for(loaded, self.settings.max_length),
+                                    inputs_where)
         tokenize = self._tokenize_stages.get(loaded.name)
         if tokenize is None:
             tokenize = self._tokenize_stages[loaded.name] = self.metrics.stage_duration.labels(loaded.name, "tokenize")
         tokenize.observe(time.perf_counter() - t0)
         # Rows are views; the batcher pads each collected batch afresh (padding here may hold anything).
         outs = await batcher.run([values[i, :n] for i, n in enumerate(lengths.tolist())])
-        return loaded, _stack_outputs(outs, t)
+        return loaded, _stack_outputs(outs, inputs.shape[1])
 
     # --- explanations ----------------------------------------------------------------
     async def explain(self, request: ExplainRequest, deadline: float | None = None) -> ExplainResult:

@@ -40,6 +40,24 @@ class ModelSummary:
     ready: bool
 
 
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    dtype: str  # numpy name: "int64", "float32"
+    shape: list[int]  # -1: any size
+
+
+@dataclass(frozen=True)
+class ModelTensors:
+    """A version's padded-batch interface (OIP ModelMetadata): what goes in, what comes out."""
+
+    name: str
+    versions: list[str]
+    platform: str
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+
+
 @dataclass
 class ModelDescription:
     name: str

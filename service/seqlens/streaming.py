@@ -28,6 +28,7 @@ from .metrics import Metrics
 from .registry import ModelRegistry
 from .results import Prediction, PredictResult, make_prediction
 from .sequences import LiveSequence, SequenceId, SequenceTable, describe
+from .tensor_inputs import check_batch_shape
 from .versions import LoadedVersion
 
 _CHUNK_BATCHER = "seqlens.chunk_batcher"  # key in LoadedVersion.extras
@@ -298,15 +299,15 @@ class StreamingPlane:
         return self.registry.get(seq.model, seq.version)
 
     async def infer(self, name: str, version: str, ref: SequenceRef, inputs: np.ndarray,
-                    lengths: np.ndarray | None) -> tuple[str, np.ndarray]:
+                    lengths: np.ndarray | None, *, inputs_where: str = "input 'inputs'",
+                    lengths_where: str = "input 'lengths'") -> tuple[str, np.ndarray]:
         """OIP ModelInfer with Triton's sequence parameters: a batch of one chunk ``[1,T(,F)]``."""
         if inputs.ndim < 2 or inputs.shape[0] != 1:
-            raise InvalidInput(f"input 'inputs' has shape {list(inputs.shape)}; a sequence request (sequence_id) "
+            raise InvalidInput(f"{inputs_where} has shape {list(inputs.shape)}; a sequence request (sequence_id) "
                                "carries one chunk: batch size 1")
-        t = int(inputs.shape[1])
-        n = t if lengths is None else int(np.asarray(lengths).reshape(-1)[0])
-        if not 1 <= n <= t:
-            raise InvalidInput(f"input 'lengths' must be [1] with a value in [1, {t}]")
+        checked = check_batch_shape(self.registry.get(name, version), inputs, lengths, max_batch=1,
+                                    inputs_where=inputs_where, lengths_where=lengths_where)
+        t, n = int(inputs.shape[1]), int(checked[0])
         row = inputs[0, :n]
         is_tokens = np.issubdtype(row.dtype, np.integer)
         item = SequenceInput(token_ids=row) if is_tokens else SequenceInput(features=row)

@@ -45,6 +45,7 @@ from .state_maths import (
     summarize_trace,
     timescale_of,
 )
+from .tensor_inputs import check_batch_shape, check_batch_values
 from .versions import REFERENCE_FILE, LoadedVersion, probe_inputs
 
 # The maths' types and constants are part of this module's face (callers import them from here).
@@ -145,27 +146,14 @@ def state_projection(loaded: LoadedVersion) -> StateProjection:
 
 
 def _read_reference(loaded: LoadedVersion) -> tuple[np.ndarray, np.ndarray]:
-    """reference.safetensors -> (inputs, lengths), checked against the model; ValueError if unusable."""
+    """reference.safetensors -> (inputs, lengths), checked as a request batch; InvalidInput if unusable."""
     tensors = load_file(str(loaded.path / REFERENCE_FILE))
     if "inputs" not in tensors or "lengths" not in tensors:
         raise ValueError(f"needs tensors 'inputs' and 'lengths', has {sorted(tensors)}")
-    x, lengths = tensors["inputs"], tensors["lengths"]
-    config = loaded.config
-    want_ndim = 2 if config.is_tokens else 3
-    if x.ndim != want_ndim or x.shape[0] == 0 or x.shape[1] == 0:
-        raise ValueError(f"inputs has shape {list(x.shape)}, expected {want_ndim} non-empty dims")
-    if lengths.shape != (x.shape[0],) or not np.issubdtype(lengths.dtype, np.integer):
-        raise ValueError(f"lengths must be integers of shape [{x.shape[0]}], got {lengths.dtype} {list(lengths.shape)}")
-    if lengths.min() < 1 or lengths.max() > x.shape[1]:
-        raise ValueError(f"lengths must lie in [1, {x.shape[1]}]")
-    if config.is_tokens:
-        if not np.issubdtype(x.dtype, np.integer) or x.min() < 0 or x.max() >= loaded.vocab_size:
-            raise ValueError(f"inputs must be token ids in [0, {loaded.vocab_size})")
-        x = x.astype(np.int64)
-    else:
-        if x.shape[2] != config.num_features or not np.issubdtype(x.dtype, np.floating) or not np.isfinite(x).all():
-            raise ValueError(f"inputs must be finite floats [N, T, {config.num_features}]")
-        x = x.astype(np.float32)
+    where = f"{REFERENCE_FILE} tensor"
+    lengths = check_batch_shape(loaded, tensors["inputs"], tensors["lengths"], max_batch=None,
+                                inputs_where=f"{where} 'inputs'", lengths_where=f"{where} 'lengths'")
+    x = check_batch_values(loaded, tensors["inputs"], lengths, loaded.config.max_length, f"{where} 'inputs'")
     keep = max(1, int(np.searchsorted(np.cumsum(lengths), MAX_REFERENCE_STEPS, side="right")))
     return x[:keep], lengths[:keep].astype(np.int64)
 
@@ -175,7 +163,7 @@ def _fit_batches(loaded: LoadedVersion) -> tuple[np.ndarray, np.ndarray, str]:
         try:
             x, lengths = _read_reference(loaded)
             return x, lengths, "reference"
-        except (ValueError, SafetensorError, OSError) as exc:
+        except (InvalidInput, ValueError, SafetensorError, OSError) as exc:
             log.warning("%s/%s: %s is unusable (%s); fitting state projections on probe inputs",
                         loaded.name, loaded.version, REFERENCE_FILE, exc)
     batches = [probe_inputs(loaded.config, loaded.vocab_size, seed=s) for s in range(PROBE_SEEDS)]

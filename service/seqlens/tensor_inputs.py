@@ -1,5 +1,6 @@
-"""Validate padded batches (OIP ``ModelInfer`` tensors) in bulk: whole-array numpy checks, no
-per-sequence Python objects and no token spans (OIP never returns tokens).
+"""Validate padded batches against a model's config in bulk: whole-array numpy checks, no
+per-sequence Python objects and no token spans (OIP never returns tokens). One place for OIP
+``ModelInfer`` tensors and a version's ``reference.safetensors``.
 
 The checks and their messages are those of ``inputs.encode`` for each row, named the OIP way
 (``ModelInferRequest.inputs[0] ('inputs') row i``, ``inputs.Where``); only each row's first
@@ -13,6 +14,42 @@ import numpy as np
 from .errors import InvalidInput
 from .inputs import Where
 from .versions import LoadedVersion
+
+
+def check_batch_shape(version: LoadedVersion, inputs: np.ndarray, lengths: np.ndarray | None, *,
+                      max_batch: int | None, inputs_where: str, lengths_where: str) -> np.ndarray:
+    """Rank, shape and kind of a padded batch; lengths (default: all T) -> int64 [B] in [1, T].
+
+    Cheap (no scan of the values), so a caller can refuse a full queue between the two checks."""
+    config = version.config
+    want_ndim = 2 if config.is_tokens else 3
+    shape = "[B, T]" if config.is_tokens else f"[B, T, {config.num_features}]"
+    if inputs.ndim != want_ndim or inputs.shape[0] == 0 or inputs.shape[1] == 0 or (
+            not config.is_tokens and inputs.shape[2] != config.num_features):
+        raise InvalidInput(f"{inputs_where} has shape {list(inputs.shape)}; model {version.name!r} needs {shape}"
+                           " with B, T >= 1")
+    if config.is_tokens != np.issubdtype(inputs.dtype, np.integer):
+        want = "INT64 or INT32 token ids" if config.is_tokens else "FP32 (or FP64) features"
+        raise InvalidInput(f"{inputs_where} is {inputs.dtype}; model {version.name!r} needs {want}")
+    b, t = inputs.shape[:2]
+    if max_batch is not None and b > max_batch:
+        raise InvalidInput(f"{inputs_where} has batch {b}; at most max_batch={max_batch}")
+    if lengths is None:
+        return np.full(b, t, dtype=np.int64)
+    if not np.issubdtype(lengths.dtype, np.integer):
+        raise InvalidInput(f"{lengths_where} must be INT64 or INT32")
+    lengths = lengths.reshape(-1).astype(np.int64)
+    if lengths.shape[0] != b or (lengths < 1).any() or (lengths > t).any():
+        raise InvalidInput(f"{lengths_where} must be [{b}] integers in [1, {t}]")
+    return lengths
+
+
+def check_batch_values(version: LoadedVersion, inputs: np.ndarray, lengths: np.ndarray, max_length: int,
+                       where: str) -> np.ndarray:
+    """After ``check_batch_shape``: every row's values and length -> int64 ids or float32 features."""
+    if version.config.is_tokens:
+        return check_token_batch(version, inputs, lengths, max_length, where)
+    return check_feature_batch(version, inputs, lengths, max_length, where)
 
 
 def _row(where: str, i: int) -> Where:

@@ -405,9 +405,18 @@ def test_tritonclient_sequence_parameters(server: ServerThread) -> None:
     calls += [infer(c, sequence_id="s-1", sequence_start=i == 0, sequence_end=i == 2) for i, c in enumerate(chunks)]
     calls += [infer(x[:1], sequence_id=77)]  # ended
     calls += [infer(x[:1], sequence_id=78)]  # never started
+    bad_lengths = {"name": "lengths", "datatype": "INT64", "data": []}
+    calls += [{**infer(x[:2], sequence_id=79, sequence_start=True), "inputs": [  # lengths [0]: not [1]
+        infer(x[:2])["inputs"][0], bad_lengths]}]  # type: ignore[index]
+    calls += [{**infer(x[:2], sequence_id=80, sequence_start=True), "inputs": [  # lengths as floats
+        infer(x[:2])["inputs"][0], {**bad_lengths, "datatype": "FP32", "data": [2.0]}]}]  # type: ignore[index]
     out = oip_calls(f"127.0.0.1:{server.server.port}", calls)
     whole = np.array(out[0]["ok"]["outputs"])
     for k in (3, 6):
         np.testing.assert_allclose(np.array(out[k]["ok"]["outputs"]), whole, atol=1e-5, rtol=0)
     assert "FAILED_PRECONDITION" in out[7]["error"]["status"] and "has ended" in out[7]["error"]["message"]
     assert "NOT_FOUND" in out[8]["error"]["status"] and "restarted" in out[8]["error"]["message"]
+    assert "INVALID_ARGUMENT" in out[9]["error"]["status"]
+    assert "ModelInferRequest.inputs[1] ('lengths') must be [1] integers in [1, 2]" in out[9]["error"]["message"]
+    assert "INVALID_ARGUMENT" in out[10]["error"]["status"]
+    assert "ModelInferRequest.inputs[1] ('lengths') must be INT64 or INT32" in out[10]["error"]["message"]

@@ -240,7 +240,7 @@ def test_projection_falls_back_to_probe_inputs(tmp_path: Path, caplog: pytest.Lo
     assert (bad.path / REFERENCE_FILE).is_file()
     with caplog.at_level(logging.WARNING):
         assert state_projection(bad).source == "probe"
-    assert "reference.safetensors is unusable" in caplog.text and "[N, T, 3]" in caplog.text
+    assert "reference.safetensors is unusable" in caplog.text and "[B, T, 3]" in caplog.text
 
 
 # --- protobuf conversion and the SDK ------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import TypeVar
 
 import numpy as np
@@ -26,7 +27,7 @@ from ..explainers.result import Attribution
 from ..explainers.targets import OutputSpace, TargetSpec
 from ..inputs import SequenceInput
 from ..registry import VersionState
-from ..results import ModelDescription, ModelSummary, Prediction, PredictResult
+from ..results import ModelDescription, ModelSummary, ModelTensors, Prediction, PredictResult
 from ..streaming import ChunkOutcome, SequenceRef, StatefulPredictResult
 from ..summaries import DEFAULT_TOP_K, LayerStateResult, StateOptions
 from ..tokenizers import TokenSpan
@@ -152,6 +153,7 @@ def model_info(d: ModelDescription) -> models_pb2.ModelInfo:
 # --- Open Inference Protocol --------------------------------------------------------
 _OIP_NUMPY = {"INT64": np.int64, "INT32": np.int32, "FP32": np.float32, "FP64": np.float64}
 _OIP_WIRE = {k: np.dtype(v).newbyteorder("<") for k, v in _OIP_NUMPY.items()}  # made once, not per call
+_OIP_NAMES = {"int64": "INT64", "float32": "FP32"}  # domain dtype -> OIP datatype (metadata)
 _OIP_FIELDS = {"INT64": "int64_contents", "INT32": "int_contents", "FP32": "fp32_contents", "FP64": "fp64_contents"}
 
 
@@ -186,6 +188,36 @@ def oip_input(req: oip.ModelInferRequest, index: int) -> np.ndarray:
         if arr.size != count:
             raise InvalidInput(f"{where}: {arr.size} values in contents.{field}, shape {shape} needs {count}")
     return arr.reshape(shape)
+
+
+@dataclass(frozen=True)
+class OipInputs:
+    """A ModelInferRequest's tensors, decoded; ``*_where`` name them the OIP way in later errors."""
+
+    inputs: np.ndarray
+    lengths: np.ndarray | None
+    inputs_where: str
+    lengths_where: str
+
+
+def oip_infer_inputs(req: oip.ModelInferRequest) -> OipInputs:
+    """All OIP decoding checks: input names, datatypes, shapes and byte counts."""
+    names = [t.name for t in req.inputs]
+    if "inputs" not in names or set(names) - {"inputs", "lengths"} or len(names) != len(set(names)):
+        raise InvalidInput(f"ModelInferRequest.inputs needs input 'inputs' (token ids or features) and "
+                           f"optionally 'lengths', got {names}")
+    tensors = {name: oip_input(req, i) for i, name in enumerate(names)}
+    where = {name: oip_where(i, name) for i, name in enumerate(names)}
+    return OipInputs(tensors["inputs"], tensors.get("lengths"), where["inputs"],
+                     where.get("lengths", "input 'lengths'"))
+
+
+def oip_metadata_response(m: ModelTensors) -> oip.ModelMetadataResponse:
+    meta = oip.ModelMetadataResponse.TensorMetadata
+    return oip.ModelMetadataResponse(
+        name=m.name, versions=m.versions, platform=m.platform,
+        inputs=[meta(name=t.name, datatype=_OIP_NAMES[t.dtype], shape=t.shape) for t in m.inputs],
+        outputs=[meta(name=t.name, datatype=_OIP_NAMES[t.dtype], shape=t.shape) for t in m.outputs])
 
 
 def oip_infer_response(req: oip.ModelInferRequest, version: str, outputs: np.ndarray) -> oip.ModelInferResponse:

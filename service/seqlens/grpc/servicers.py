@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
-import numpy as np
 from seqlens_client.stubs import (
     explain_pb2,
     models_pb2,
@@ -22,7 +21,7 @@ from seqlens_client.stubs import oip_pb2_grpc as oip_grpc
 
 from .. import __version__
 from ..dataplane import DataPlane
-from ..errors import InvalidInput, ModelUnavailable, SeqlensError
+from ..errors import ModelUnavailable, SeqlensError
 from ..explain import ExplainResult
 from . import converters
 from .interceptors import bounded_details, status_for
@@ -183,49 +182,22 @@ class InferenceServicer(oip_grpc.GRPCInferenceServiceServicer):
         return oip.ServerReadyResponse(ready=self._dp.ready())
 
     async def ModelReady(self, request: oip.ModelReadyRequest, context: Any) -> oip.ModelReadyResponse:
-        try:  # unknown models and versions are NOT_FOUND; known but not READY ones answer False
-            self._dp.registry.get(request.name, request.version)
-        except ModelUnavailable:
-            return oip.ModelReadyResponse(ready=False)
-        return oip.ModelReadyResponse(ready=not self._dp.draining)
+        return oip.ModelReadyResponse(ready=self._dp.model_ready(request.name, request.version))
 
     async def ServerMetadata(self, request: oip.ServerMetadataRequest, context: Any) -> oip.ServerMetadataResponse:
         return oip.ServerMetadataResponse(name="seqlens", version=__version__, extensions=["model_repository"])
 
     async def ModelMetadata(self, request: oip.ModelMetadataRequest, context: Any) -> oip.ModelMetadataResponse:
-        loaded = self._dp.registry.get(request.name, request.version)
-        c = loaded.config
-        meta = oip.ModelMetadataResponse.TensorMetadata
-        if c.is_tokens:
-            x = meta(name="inputs", datatype="INT64", shape=[-1, -1])
-        else:
-            x = meta(name="inputs", datatype="FP32", shape=[-1, -1, c.num_features])
-        out_shape = [-1, -1, c.num_outputs] if c.head == "per_step" else [-1, c.num_outputs]
-        versions = [r.version for r in self._dp.registry.model_records(request.name)]
-        return oip.ModelMetadataResponse(
-            name=loaded.name, versions=versions, platform="onnxruntime_onnx",
-            inputs=[x, meta(name="lengths", datatype="INT64", shape=[-1])],
-            outputs=[meta(name="outputs", datatype="FP32", shape=out_shape)])
+        return converters.oip_metadata_response(self._dp.model_tensors(request.name, request.version))
 
     async def ModelInfer(self, request: oip.ModelInferRequest, context: Any) -> oip.ModelInferResponse:
-        names = [t.name for t in request.inputs]
-        if "inputs" not in names or set(names) - {"inputs", "lengths"} or len(names) != len(set(names)):
-            raise InvalidInput(f"ModelInferRequest.inputs needs input 'inputs' (token ids or features) and "
-                               f"optionally 'lengths', got {names}")
-        tensors = {t.name: converters.oip_input(request, i) for i, t in enumerate(request.inputs)}
-        where = {n: converters.oip_where(i, n) for i, n in enumerate(names)}
-        lengths = tensors.get("lengths")
-        if lengths is not None and not np.issubdtype(lengths.dtype, np.integer):
-            raise InvalidInput(f"{where['lengths']} must be INT64 or INT32")
+        x = converters.oip_infer_inputs(request)
         ref = converters.oip_sequence(request)
         if ref is not None:  # Triton sequence parameters: a server-held sequence
-            version, out = await self._dp.streaming.infer(request.model_name, request.model_version, ref,
-                                                          tensors["inputs"], lengths)
+            version, out = await self._dp.streaming.infer(request.model_name, request.model_version, ref, x.inputs,
+                                                          x.lengths, inputs_where=x.inputs_where,
+                                                          lengths_where=x.lengths_where)
             return converters.oip_infer_response(request, version, out)
-        loaded, out = await self._dp.infer_tensor(request.model_name, request.model_version,
-                                                  tensors["inputs"], lengths, inputs_where=where["inputs"],
-                                                  lengths_where=where.get("lengths", "input 'lengths'"))
+        loaded, out = await self._dp.infer_tensor(request.model_name, request.model_version, x.inputs, x.lengths,
+                                                  inputs_where=x.inputs_where, lengths_where=x.lengths_where)
         return converters.oip_infer_response(request, loaded.version, out)
-
-
-
