@@ -28,7 +28,7 @@ from seqlens.export import export_model
 from seqlens.families import SequenceModel, build_model
 from seqlens.recurrence import recompute
 from seqlens.schema import ModelConfig
-from seqlens.summaries import PROJECTION_KEY, StateOptions, compute_state
+from seqlens.summaries import PROJECTION, StateOptions, compute_state
 from seqlens.versions import LoadedVersion
 
 VOCAB = ["<pad>", "<unk>", *[f"w{i}" for i in range(998)]]
@@ -76,7 +76,7 @@ def main() -> None:
             t0 = time.perf_counter()
             compute_state(loaded, values, StateOptions())  # fits the PCA once, outside the timing
             fit_s = time.perf_counter() - t0
-            assert PROJECTION_KEY in loaded.extras
+            assert PROJECTION.has(loaded)
 
             def summaries(loaded: LoadedVersion = loaded, values: np.ndarray = values) -> object:
                 return compute_state(loaded, values, StateOptions())

@@ -14,7 +14,6 @@ the end of the whole sequence.
 from __future__ import annotations
 
 import logging
-import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,11 +24,12 @@ from .families import LayerStates, SequenceModel
 from .inputs import pad_batch
 from .runtimes.onnx_state import STATE_ONNX_FILE, StatefulOnnx
 from .schema import ModelConfig
+from .version_cache import VersionCache
 from .versions import PARITY_TOLERANCE, LoadedVersion, probe_inputs, version_file
 
 log = logging.getLogger(__name__)
-_RUNTIME = "seqlens.stateful_onnx"  # key in LoadedVersion.extras: StatefulOnnx, or False (torch)
-_LOAD_LOCK = threading.Lock()
+# The version's stateful.onnx session, or None (no file, or it failed its check: torch runs the chunks).
+_RUNTIME: VersionCache[StatefulOnnx | None] = VersionCache("stateful runtime")
 
 
 @dataclass(frozen=True)
@@ -128,14 +128,7 @@ def unstack_states(loaded: LoadedVersion, finals: LayerStates, steps: list[int])
 def stateful_runtime(loaded: LoadedVersion) -> StatefulOnnx | None:
     """The version's ``stateful.onnx`` session, loaded and parity-checked on first use (in a
     worker thread); None when the version has none or it fails: chunks then run on torch."""
-    found = loaded.extras.get(_RUNTIME)
-    if found is not None:
-        return found if isinstance(found, StatefulOnnx) else None
-    with _LOAD_LOCK:
-        if _RUNTIME not in loaded.extras:
-            loaded.extras[_RUNTIME] = _load_runtime(loaded) or False
-    found = loaded.extras[_RUNTIME]
-    return found if isinstance(found, StatefulOnnx) else None
+    return _RUNTIME.get_or_make(loaded, lambda: _load_runtime(loaded))
 
 
 def _load_runtime(loaded: LoadedVersion) -> StatefulOnnx | None:

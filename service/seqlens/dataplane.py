@@ -26,9 +26,10 @@ from .registry import ModelRegistry, VersionRecord, VersionState
 from .results import ModelDescription, ModelSummary, ModelTensors, PredictResult, TensorSpec, make_prediction
 from .streaming import StreamingPlane
 from .tensor_inputs import check_batch_shape, check_batch_values
+from .version_cache import VersionCache
 from .versions import LoadedVersion
 
-_BATCHER = "seqlens.batcher"  # key of a version's DynamicBatcher in LoadedVersion.extras
+_BATCHER: VersionCache[DynamicBatcher] = VersionCache("batcher")  # one per loaded version
 _INLINE_ENCODE_ELEMENTS = 2048  # characters/timesteps per request encoded on the loop (~5 ms at most)
 
 
@@ -58,7 +59,7 @@ class DataPlane:
     def on_version_change(self, rec: VersionRecord) -> None:
         """Registry listener (runs in the loading thread): keep the model gauges current.
 
-        A version's batcher lives in its ``LoadedVersion.extras`` and holds no task, so an
+        A version's batcher lives in its ``LoadedVersion.caches`` and holds no task, so an
         unloaded or replaced version takes its batcher with it once its last batch is done.
         """
         if rec.state == VersionState.UNLOADED:
@@ -81,8 +82,8 @@ class DataPlane:
 
     def batchers(self) -> list[DynamicBatcher]:
         """The batchers of the versions loaded now."""
-        found = (rec.loaded.extras.get(_BATCHER) for rec in self.registry.records() if rec.loaded is not None)
-        return [b for b in found if isinstance(b, DynamicBatcher)]
+        found = (_BATCHER.get(rec.loaded) for rec in self.registry.records() if rec.loaded is not None)
+        return [b for b in found if b is not None]
 
     async def close(self) -> None:
         """After the gRPC server stopped: fail anything still queued and stop the pools."""
@@ -95,9 +96,12 @@ class DataPlane:
 
     def batcher(self, loaded: LoadedVersion) -> DynamicBatcher:
         """The version's dynamic batcher, made on first use (on the event loop)."""
-        batcher = loaded.extras.get(_BATCHER)
-        if isinstance(batcher, DynamicBatcher):
+        batcher = _BATCHER.get(loaded)
+        if batcher is not None:
             return batcher
+        return _BATCHER.get_or_make(loaded, lambda: self._make_batcher(loaded))
+
+    def _make_batcher(self, loaded: LoadedVersion) -> DynamicBatcher:
         name = loaded.name
         batch_size = self.metrics.batch_size.labels(name)
         queue_stage = self.metrics.stage_duration.labels(name, "queue")
@@ -109,11 +113,8 @@ class DataPlane:
             for wait in waits:
                 queue_stage.observe(wait)
 
-        batcher = DynamicBatcher(name, loaded.onnx.run, self.predict_pool,
-                                 per_step=loaded.config.head == "per_step",
-                                 policy=self.batch_policy, observer=observe)
-        loaded.extras[_BATCHER] = batcher
-        return batcher
+        return DynamicBatcher(name, loaded.onnx.run, self.predict_pool, per_step=loaded.config.head == "per_step",
+                              policy=self.batch_policy, observer=observe)
 
     # --- models ----------------------------------------------------------------------
     def list_models(self) -> list[ModelSummary]:

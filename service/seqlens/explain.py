@@ -34,6 +34,7 @@ from .explainers.control import Cancelled, WorkControl
 from .explainers.options import MethodOptions, Plan, PlanContext
 from .explainers.problem import Problem
 from .explainers.result import Attribution
+from .explainers.running import run_plan
 from .explainers.targets import ResolvedTarget, TargetSpec, check_target, resolve_target
 from .explainers.threads import GradientLanes, lent
 from .inputs import SequenceInput, encode, max_length_for
@@ -182,15 +183,12 @@ def explain(loaded: LoadedVersion, request: ExplainRequest, settings: Settings,
     attributions = []
     for plan in plans:  # stage "gradient" is torch work, "onnx" ONNX Runtime work
         with stages("gradient" if plan.runtime == "torch" else "onnx"):
-            began = time.perf_counter()  # each method's own time, measured here for all of them
-            att = plan.run(problem)
-            att.seconds = time.perf_counter() - began
-            attributions.append(att)
+            attributions.append(run_plan(plan, problem))  # timed, endpoints and result built there
     if request.faithfulness:
         with stages("faithfulness"):
             qualities = faith.faithfulness(problem, [a.scores for a in attributions])
-            for att, quality in zip(attributions, qualities, strict=True):
-                att.faithfulness = quality
+            attributions = [dataclasses.replace(att, faithfulness=quality)
+                            for att, quality in zip(attributions, qualities, strict=True)]
     return ExplainResult(request.request_id, loaded.name, loaded.version, prediction, enc.tokens, target,
                          attributions, state, stages.ordered(), final_state=final,
                          step_offset=initial.steps if initial is not None else 0)

@@ -28,9 +28,9 @@ from .state_maths import (
     principal_axes,
     summarize_trace,
 )
+from .version_cache import VersionCache
 from .versions import LoadedVersion, probe_inputs
 
-LAYOUT_KEY = "graph_state_layout"  # LoadedVersion.extras
 PROBE_SEEDS = 8
 _STATE_SUMMARIES = ("state_norm", "delta_norm", "top_units", "active_count", "projection")
 _GATE_SUMMARIES = ("gate_mean", "saturation", "timescale")
@@ -50,11 +50,15 @@ class Source:
     hi: int = 0
 
 
+_LAYOUT: VersionCache[list[Source]] = VersionCache("graph state layout")
+
+
 def layout(loaded: LoadedVersion) -> list[Source]:
     """The summarized states of the version, found once by recording a probe run."""
-    cached = loaded.extras.get(LAYOUT_KEY)
-    if isinstance(cached, list):
-        return cached
+    return _LAYOUT.get_or_make(loaded, lambda: _find_layout(loaded))
+
+
+def _find_layout(loaded: LoadedVersion) -> list[Source]:
     x, lengths = probe_inputs(loaded.config, loaded.vocab_size)
     recorder = Recorder()
     with torch.no_grad():
@@ -66,9 +70,7 @@ def layout(loaded: LoadedVersion) -> list[Source]:
     slices = [Source(first + i, 0, "state", hi - lo, f"{out}[{name}]", out, lo, hi)
               for i, (out, name, (lo, hi)) in enumerate(
                   (s.output, name, rng) for s in (spec.states if spec else []) for name, rng in s.slices.items())]
-    found = ops + slices
-    loaded.extras[LAYOUT_KEY] = found
-    return found
+    return ops + slices
 
 
 def _output(loaded: LoadedVersion) -> str:

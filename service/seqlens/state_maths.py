@@ -23,7 +23,6 @@ ACTIVE_THRESHOLD = 0.3  # LSTMVis default, on |tanh h|
 MAX_TIMESCALE = 1e4  # steps; a retention gate averaging ~1 would give infinity
 DEFAULT_TOP_K = 5
 DEFAULT_MAX_STATE_ELEMENTS: int = Settings.model_fields["max_state_elements"].default
-PROJECTION_KEY = "state_projection"  # LoadedVersion.extras
 PROBE_SEEDS = 8  # probe batches used when a version has no reference data
 MAX_REFERENCE_STEPS = 50_000  # real steps of reference data used for the fit
 _RETENTION_GATE = {"lstm": "f", "gru": "z"}

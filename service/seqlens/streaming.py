@@ -29,9 +29,9 @@ from .registry import ModelRegistry
 from .results import Prediction, PredictResult, make_prediction
 from .sequences import LiveSequence, SequenceId, SequenceTable, describe
 from .tensor_inputs import check_batch_shape
+from .version_cache import VersionCache
 from .versions import LoadedVersion
 
-_CHUNK_BATCHER = "seqlens.chunk_batcher"  # key in LoadedVersion.extras
 MAX_ID_CHARS = 256  # ids are table keys and live in tombstones: bounded
 
 
@@ -50,6 +50,9 @@ class ChunkBatcher(DynamicBatcher):
 
     async def step(self, chunks: list[Chunk]) -> list[ChunkResult]:
         return await self.run_items(chunks)
+
+
+_CHUNK_BATCHER: VersionCache[ChunkBatcher] = VersionCache("chunk batcher")  # one per loaded version
 
 
 @dataclass(frozen=True)
@@ -94,13 +97,12 @@ class StreamingPlane:
 
     # --- plumbing ----------------------------------------------------------------------
     def batcher(self, loaded: LoadedVersion) -> ChunkBatcher:
-        found = loaded.extras.get(_CHUNK_BATCHER)
-        if isinstance(found, ChunkBatcher):
+        found = _CHUNK_BATCHER.get(loaded)
+        if found is not None:
             return found
         size = self.metrics.batch_size.labels(loaded.name)
-        batcher = ChunkBatcher(loaded, self._executor, self._policy, lambda n, _waits, _ran: size.observe(n))
-        loaded.extras[_CHUNK_BATCHER] = batcher
-        return batcher
+        return _CHUNK_BATCHER.get_or_make(loaded, lambda: ChunkBatcher(
+            loaded, self._executor, self._policy, lambda n, _waits, _ran: size.observe(n)))
 
     def _check_serving(self) -> None:
         if self.closing.is_set():

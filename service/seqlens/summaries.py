@@ -19,7 +19,6 @@ summarizes each (layer, direction). Conventions:
 from __future__ import annotations
 
 import logging
-import threading
 
 import numpy as np
 import torch
@@ -35,7 +34,6 @@ from .state_maths import (
     DEFAULT_TOP_K,
     MAX_REFERENCE_STEPS,
     PROBE_SEEDS,
-    PROJECTION_KEY,
     SUMMARIES,
     GateSaturationResult,
     LayerStateResult,
@@ -46,10 +44,11 @@ from .state_maths import (
     timescale_of,
 )
 from .tensor_inputs import check_batch_shape, check_batch_values
+from .version_cache import VersionCache
 from .versions import REFERENCE_FILE, LoadedVersion, probe_inputs
 
 # The maths' types and constants are part of this module's face (callers import them from here).
-__all__ = ["DEFAULT_TOP_K", "PROJECTION_KEY", "SUMMARIES", "GateSaturationResult", "LayerStateResult",
+__all__ = ["DEFAULT_TOP_K", "PROJECTION", "SUMMARIES", "GateSaturationResult", "LayerStateResult",
            "StateOptions", "StateProjection", "available_for", "available_summaries", "compute_state",
            "resolve_for", "resolve_summaries", "state_projection", "timescale_of"]
 
@@ -128,21 +127,12 @@ def _check_request(config: ModelConfig, steps: int, options: StateOptions, max_e
 
 
 # --- projections (fit once per loaded version) ----------------------------------------
-_PROJECTION_LOCK = threading.Lock()
+PROJECTION: VersionCache[StateProjection] = VersionCache("state projection")
 
 
 def state_projection(loaded: LoadedVersion) -> StateProjection:
-    """The version's PCA axes, cached on ``loaded.extras`` (the registry fits them at load)."""
-    cached = loaded.extras.get(PROJECTION_KEY)
-    if isinstance(cached, StateProjection):
-        return cached
-    with _PROJECTION_LOCK:
-        cached = loaded.extras.get(PROJECTION_KEY)
-        if isinstance(cached, StateProjection):
-            return cached
-        fitted = fit_projection(loaded)
-        loaded.extras[PROJECTION_KEY] = fitted
-        return fitted
+    """The version's PCA axes, fitted once (the registry's load hook fits them at load)."""
+    return PROJECTION.get_or_make(loaded, lambda: fit_projection(loaded))
 
 
 def _read_reference(loaded: LoadedVersion) -> tuple[np.ndarray, np.ndarray]:

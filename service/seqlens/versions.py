@@ -24,6 +24,7 @@ from .runtimes.runs import RunCounts, count_torch_runs
 from .runtimes.torch import WEIGHTS_FILE, load_torch_module
 from .schema import ModelConfig, TokenInput, parse_config
 from .tokenizers import TextTokenizer, Tokenizer, Vocabulary
+from .version_cache import CacheSlots
 
 CONFIG_FILE = "model.yaml"
 ONNX_FILE = "model.onnx"
@@ -45,7 +46,7 @@ class LoadedVersion:
     tokenizer: TextTokenizer | None
     parity_max_abs_diff: float
     load_seconds: float = 0.0
-    extras: dict[str, object] = field(default_factory=dict)  # per-version caches (e.g. PCA)
+    caches: CacheSlots = field(default_factory=CacheSlots, repr=False, compare=False)  # owners: version_cache.py
     attribution_width: int = 0  # E of the attribution tensor [T,E] (embedding or feature width)
     runs: RunCounts = field(default_factory=RunCounts)  # ONNX Runtime and torch runs, the load's included
 

@@ -3,29 +3,29 @@
 the tokens with the chosen method's scores. Screenshots go to test-artifacts/; with
 SEQLENS_UPDATE_DOCS=1 the demo model's report also replaces docs/report.png.
 
-Chromium is driven through chromedriver's W3C WebDriver protocol by the small stdlib client
-below. Chromium and chromedriver come from the Debian packages ``chromium`` and
-``chromium-driver``; the fixture installs them when it can (root + apt-get) and skips otherwise.
+Chromium is driven by Selenium through the system's chromedriver. Chromium and chromedriver
+come from the Debian packages ``chromium`` and ``chromium-driver``; the fixture installs them
+when it can (root + apt-get) and skips otherwise. Nothing is downloaded at run time: both paths
+are given to Selenium, so Selenium Manager (which would fetch drivers) never runs.
 """
 
 from __future__ import annotations
 
-import base64
-import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from selenium import webdriver
+from selenium.common.exceptions import TimeoutException
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support.wait import WebDriverWait
 from seqlens_client import Client, Explanation, Method, StateOptions, Target
 
 from tests.factories import export_tiny
@@ -37,6 +37,7 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
          "--disable-dev-shm-usage", "--hide-scrollbars"]
 PANELS = ["attribution", "prediction", "prefix", "norms", "gates", "saturation", "faithfulness", "timings", "units"]
+HANG_GUARD = 300.0  # seconds: detects a report that never renders; what is judged is the condition
 
 
 def _tools() -> tuple[str, str] | None:
@@ -59,61 +60,46 @@ def _install() -> str:
     return ""
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def _version(binary: str) -> str:
+    """'Chromium 138.0.7204.92 built on ...' / 'ChromeDriver 138.0.7204.92 (...)' -> '138.0.7204.92'."""
+    out = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=60, check=True).stdout
+    return next(w for w in out.split() if w[:1].isdigit() and "." in w)
 
 
-class WebDriver:
-    """Just enough of the W3C WebDriver protocol (plus chromedriver's log endpoint)."""
+class Browser:
+    """The Selenium driver plus the few helpers the tests share."""
 
-    def __init__(self, url: str, chromium: str, profile: Path) -> None:
-        self.url = url
-        caps = {"capabilities": {"alwaysMatch": {
-            "browserName": "chrome", "goog:loggingPrefs": {"browser": "ALL"},
-            "goog:chromeOptions": {"binary": chromium, "args": [*FLAGS, f"--user-data-dir={profile}"]}}}}
-        self.session = self._request("POST", "/session", caps)["sessionId"]
-
-    def _request(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
-        data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(self.url + path, data=data, method=method,
-                                     headers={"Content-Type": "application/json"})
-        try:
-            with urllib.request.urlopen(req, timeout=60) as resp:
-                return json.loads(resp.read())["value"]
-        except urllib.error.HTTPError as e:
-            raise AssertionError(f"WebDriver {method} {path}: {e.read().decode()[:2000]}") from None
-
-    def cmd(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
-        return self._request(method, f"/session/{self.session}{path}", body)
-
-    def get(self, url: str) -> None:
-        self.cmd("POST", "/url", {"url": url})
+    def __init__(self, driver: webdriver.Chrome) -> None:
+        self.driver = driver
 
     def js(self, script: str, *args: Any) -> Any:
-        return self.cmd("POST", "/execute/sync", {"script": script, "args": list(args)})
-
-    def find(self, css: str) -> str:
-        found = self.cmd("POST", "/element", {"using": "css selector", "value": css})
-        return str(next(iter(found.values())))
+        return self.driver.execute_script(script, *args)
 
     def click(self, css: str) -> None:
-        self.cmd("POST", f"/element/{self.find(css)}/click", {})
+        self.driver.find_element(By.CSS_SELECTOR, css).click()
 
     def browser_log(self) -> list[dict[str, Any]]:
-        return list(self.cmd("POST", "/se/log", {"type": "browser"}))
+        """The console entries since the last call (chromedriver's log endpoint drains them)."""
+        return list(self.driver.get_log("browser"))
+
+    def resize(self, height: int) -> None:
+        self.driver.set_window_size(1400, height)
 
     def screenshot(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(base64.b64decode(self.cmd("GET", "/screenshot")))
+        assert self.driver.save_screenshot(str(path)), path
 
-    def quit(self) -> None:
-        self.cmd("DELETE", "")
+    def wait_rendered(self) -> None:
+        """Until the report's script says it has drawn every panel."""
+        try:
+            WebDriverWait(self.driver, HANG_GUARD, poll_frequency=0.05).until(
+                lambda d: d.execute_script("return document.body.getAttribute('data-rendered')") == "true")
+        except TimeoutException:
+            pytest.fail(f"report did not render; console: {self.browser_log()}")
 
 
 @pytest.fixture(scope="module")
-def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebDriver]:
+def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Browser]:
     tools = _tools()
     if tools is None:
         why = _install()
@@ -122,41 +108,37 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebDriver]:
             pytest.skip(f"chromium/chromedriver not installed and could not be installed ({why}): "
                         "apt-get install chromium chromium-driver")
     chromium, driver_bin = tools
-    port = _free_port()
-    proc = subprocess.Popen([driver_bin, f"--port={port}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for flag in FLAGS:
+        options.add_argument(flag)
+    # A throwaway profile: no state from (or into) a user's own Chromium.
+    options.add_argument(f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}")
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SE_OFFLINE", "true")  # should Selenium Manager ever run, it may not download
+        mp.delenv("SE_CHROMEDRIVER", raising=False)  # would replace the driver path given here
+        driver = webdriver.Chrome(options=options, service=Service(executable_path=driver_bin))
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with urllib.request.urlopen(url + "/status", timeout=2) as r:
-                    if json.loads(r.read())["value"]["ready"]:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline or proc.poll() is not None:
-                pytest.fail("chromedriver did not become ready")
-            time.sleep(0.1)
-        wd = WebDriver(url, chromium, tmp_path_factory.mktemp("chromium-profile"))
-        wd.cmd("POST", "/window/rect", {"width": 1400, "height": 1000})
+        # The session runs the system's binaries, not something fetched for it.
+        caps = driver.capabilities
+        assert caps["chrome"]["chromedriverVersion"].split()[0] == _version(driver_bin)
+        assert caps["browserVersion"] == _version(chromium)
+        wd = Browser(driver)
+        wd.resize(1000)
         yield wd
-        wd.quit()
     finally:
-        proc.terminate()
-        proc.wait(10)
+        driver.quit()
 
 
-def _open(browser: WebDriver, exp: Explanation, path: Path) -> None:
+def _open(browser: Browser, exp: Explanation, path: Path) -> None:
     exp.to_html(path)
     browser.browser_log()  # drain entries from earlier pages
-    browser.get(path.as_uri())
-    deadline = time.monotonic() + 20
-    while browser.js("return document.body.getAttribute('data-rendered')") != "true":
-        assert time.monotonic() < deadline, f"report did not render; console: {browser.browser_log()}"
-        time.sleep(0.05)
+    browser.driver.get(path.as_uri())
+    browser.wait_rendered()
 
 
-def _errors(browser: WebDriver) -> list[dict[str, Any]]:
+def _errors(browser: Browser) -> list[dict[str, Any]]:
     return [e for e in browser.browser_log() if e.get("level") in ("SEVERE", "ERROR", "WARNING")]
 
 
@@ -178,7 +160,7 @@ def _rgb(css: str) -> tuple[int, int, int]:
     return r, g, b
 
 
-def test_full_report_renders_every_panel_and_the_switcher_works(browser: WebDriver, tmp_path: Path) -> None:
+def test_full_report_renders_every_panel_and_the_switcher_works(browser: Browser, tmp_path: Path) -> None:
     exp = token_explanation()
     _open(browser, exp, tmp_path / "report.html")
     # The log channel works (else "no errors" would prove nothing): a probe error shows up.
@@ -214,14 +196,14 @@ def test_full_report_renders_every_panel_and_the_switcher_works(browser: WebDriv
     assert _errors(browser) == []
 
     height = int(browser.js("return document.documentElement.scrollHeight"))
-    browser.cmd("POST", "/window/rect", {"width": 1400, "height": height + 140})
+    browser.resize(height + 140)
     shot = ARTIFACTS / "report.png"
     browser.screenshot(shot)
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    browser.cmd("POST", "/window/rect", {"width": 1400, "height": 1000})
+    browser.resize(1000)
 
 
-def test_absent_data_gives_notes_not_errors(browser: WebDriver, tmp_path: Path) -> None:
+def test_absent_data_gives_notes_not_errors(browser: Browser, tmp_path: Path) -> None:
     _open(browser, token_explanation(state=False, faithfulness=False), tmp_path / "bare.html")
     panels = {p["id"]: p for p in browser.js(_PANEL_STATE)}
     for pid in ("prefix", "norms", "gates", "units", "saturation", "faithfulness"):
@@ -232,7 +214,7 @@ def test_absent_data_gives_notes_not_errors(browser: WebDriver, tmp_path: Path) 
     assert _errors(browser) == []
 
 
-def test_feature_report_draws_the_series_and_feature_heatmap(browser: WebDriver, tmp_path: Path) -> None:
+def test_feature_report_draws_the_series_and_feature_heatmap(browser: Browser, tmp_path: Path) -> None:
     exp = feature_explanation()
     _open(browser, exp, tmp_path / "features.html")
     panels = {p["id"]: p for p in browser.js(_PANEL_STATE)}
@@ -247,7 +229,7 @@ def test_feature_report_draws_the_series_and_feature_heatmap(browser: WebDriver,
     browser.screenshot(ARTIFACTS / "report-features.png")
 
 
-def test_demo_report_end_to_end(browser: WebDriver, demo_server: Any, tmp_path: Path) -> None:
+def test_demo_report_end_to_end(browser: Browser, demo_server: Any, tmp_path: Path) -> None:
     """The trained demo sentiment model, explained through the CLI against a real server, drawn
     in the browser: every panel has data, the switcher works, no console errors."""
     html = tmp_path / "demo.html"
@@ -258,11 +240,8 @@ def test_demo_report_end_to_end(browser: WebDriver, demo_server: Any, tmp_path: 
                        capture_output=True, text=True, timeout=300, check=False)
     assert r.returncode == 0, r.stderr[-3000:]
     browser.browser_log()
-    browser.get(html.as_uri())
-    deadline = time.monotonic() + 20
-    while browser.js("return document.body.getAttribute('data-rendered')") != "true":
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    browser.driver.get(html.as_uri())
+    browser.wait_rendered()
     panels = {p["id"]: p for p in browser.js(_PANEL_STATE)}
     assert list(panels) == PANELS
     for pid, p in panels.items():
@@ -274,12 +253,12 @@ def test_demo_report_end_to_end(browser: WebDriver, demo_server: Any, tmp_path: 
     browser.click('#method-switcher button[data-method="integrated_gradients"]')
     assert _errors(browser) == []
     height = int(browser.js("return document.documentElement.scrollHeight"))
-    browser.cmd("POST", "/window/rect", {"width": 1400, "height": height + 140})
+    browser.resize(height + 140)
     shot = ARTIFACTS / "report-demo.png"
     browser.screenshot(shot)
     if os.environ.get("SEQLENS_UPDATE_DOCS") == "1":
         shutil.copyfile(shot, ROOT / "docs" / "report.png")
-    browser.cmd("POST", "/window/rect", {"width": 1400, "height": 1000})
+    browser.resize(1000)
 
 
 LIVE = {  # tiny seeded models of the shapes the report must handle
@@ -289,7 +268,7 @@ LIVE = {  # tiny seeded models of the shapes the report must handle
 }
 
 
-def test_live_reports_of_every_model_shape(browser: WebDriver, start_server: Any, tmp_path: Path) -> None:
+def test_live_reports_of_every_model_shape(browser: Browser, start_server: Any, tmp_path: Path) -> None:
     repo = tmp_path / "repo"
     for i, (name, spec) in enumerate(LIVE.items()):
         export_tiny(repo, name, seed=i, **spec)  # type: ignore[arg-type]

@@ -16,6 +16,7 @@ from seqlens.explainers import faithfulness as faith
 from seqlens.explainers import feature_ablation, occlusion, prefix, shapley_sampling
 from seqlens.explainers.options import MethodOptions, PlanContext
 from seqlens.explainers.perturbation import apply_masks
+from seqlens.explainers.running import run_plan
 from seqlens.explainers.targets import TargetSpec
 from seqlens.versions import LoadedVersion
 
@@ -113,8 +114,8 @@ def test_shapley_sampling_equals_captum_with_the_same_orders(family: Family, nam
     ref = ShapleyValueSampling(forward_inputs(loaded, problem.target)).attribute(
         x, baselines=base, target=captum_target(problem.target), feature_mask=mask, n_samples=samples,
         additional_forward_args=lengths_arg(problem))
-    ours = shapley_sampling.plan(MethodOptions("shapley_sampling", n_samples=samples, seed=seed),
-                                 _ctx(loaded, problem.length)).run(problem)
+    ours = run_plan(shapley_sampling.plan(MethodOptions("shapley_sampling", n_samples=samples, seed=seed),
+                                          _ctx(loaded, problem.length)), problem)
     assert_rel(ours.full, ref, atol=output_rounding(problem))
     gap = abs(ours.target_at_input - ours.target_at_baseline)
     assert abs(ours.convergence_delta) <= 1e-9 + 1e-9 * gap  # efficiency: credits sum to the gap

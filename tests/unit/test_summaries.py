@@ -18,7 +18,7 @@ from seqlens.families import SequenceModel, build_model
 from seqlens.grpc.converters import layer_state_to_proto, state_options
 from seqlens.schema import ModelConfig
 from seqlens.summaries import (
-    PROJECTION_KEY,
+    PROJECTION,
     SUMMARIES,
     LayerStateResult,
     StateOptions,
@@ -218,7 +218,8 @@ def test_projection_uses_reference_pca_fit_once(tmp_path: Path) -> None:
     loaded = export_model(module, tmp_path / "m" / "1", vocabulary=VOCAB, reference=(ref_x, ref_len))
     values = sequence(config, 9, 1)
     res = compute_state(loaded, values, ALL)
-    fitted = loaded.extras[PROJECTION_KEY]
+    fitted = PROJECTION.get(loaded)
+    assert fitted is not None
     assert state_projection(loaded) is fitted and fitted.source == "reference"
     for r, rows in zip(res, _reference_states(loaded.torch_module, ref_x, ref_len), strict=True):
         mean = rows.mean(axis=0)

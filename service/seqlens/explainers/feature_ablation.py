@@ -5,6 +5,7 @@ feature models, single (timestep, feature) cells (``ablation=PER_FEATURE``)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 
@@ -18,7 +19,7 @@ from .options import (
 )
 from .perturbation import ablation_effects, perturbation_attribution, timestep_groups
 from .problem import Problem
-from .result import Attribution
+from .result import MethodOutput
 
 NAME = "feature_ablation"
 OPTIONS: tuple[str, ...] = ("ablation",)  # options it reads
@@ -31,6 +32,7 @@ class FeatureAblation:
     num_features: int
     runtime: Runtime  # torch: late-start runs from cached states (unidirectional); else ONNX Runtime
     method: str = NAME
+    endpoints: Literal["onnx"] = "onnx"
 
     @property
     def groups(self) -> int:
@@ -40,7 +42,7 @@ class FeatureAblation:
     def work(self) -> int:
         return (self.groups + 2) * self.length
 
-    def run(self, problem: Problem) -> Attribution:
+    def run(self, problem: Problem) -> MethodOutput:
         t, f = self.length, self.num_features
         what = f"{NAME} ({self.groups} groups)"
         if self.per_feature:
@@ -51,13 +53,12 @@ class FeatureAblation:
 
             steps = np.repeat(np.arange(t), f)  # cell (t, f) changes step t first
             full = ablation_effects(problem, cells, self.groups, what, first=steps).reshape(t, f)
-            att = perturbation_attribution(problem, NAME, full)
+            att = perturbation_attribution(problem, NAME, full, n_steps=self.groups)
         else:
             eye_t = np.eye(t, dtype=bool)
             per_step = ablation_effects(problem, lambda lo, hi: eye_t[lo:hi], t, what, first=np.arange(t))
             full = timestep_groups(problem, per_step)
-            att = perturbation_attribution(problem, NAME, full, per_step=per_step)
-        att.n_steps = self.groups
+            att = perturbation_attribution(problem, NAME, full, per_step=per_step, n_steps=self.groups)
         return att
 
 

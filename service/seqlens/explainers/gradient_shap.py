@@ -25,7 +25,7 @@ from .options import (
     tolerance_option,
 )
 from .problem import Problem
-from .result import Attribution, completeness_delta
+from .result import MethodOutput, completeness_delta
 from .sampling import Draws, SeededDraws
 
 NAME = "gradient_shap"
@@ -42,12 +42,13 @@ class GradientShap:
     tolerance: float = DEFAULT_TOLERANCE
     method: str = NAME
     runtime: Literal["torch"] = "torch"
+    endpoints: Literal["torch"] = "torch"
 
     @property
     def work(self) -> int:
         return self.n_samples * self.length * (2 if self.stdev else 1)  # + f(x_s) when noisy
 
-    def run(self, problem: Problem, draws: Draws | None = None) -> Attribution:
+    def run(self, problem: Problem, draws: Draws | None = None) -> MethodOutput:
         draws = draws or SeededDraws(self.seed, self.stdev, tuple(problem.x.shape))
         x, b = problem.x, problem.b
         alphas = draws.alphas(self.n_samples).to(x.dtype).view(-1, 1, 1)  # [S,1,1]
@@ -71,10 +72,8 @@ class GradientShap:
         full = total / self.n_samples
         fx, fb = problem.torch_endpoints
         mean_fx = f_noisy / self.n_samples if self.stdev else fx
-        att = gradient_attribution(problem, NAME, full)
-        att.n_steps = self.n_samples
-        att.record_delta(completeness_delta(att.full, mean_fx, fb), fx, fb, self.tolerance)
-        return att
+        out = gradient_attribution(problem, NAME, full, n_steps=self.n_samples)
+        return out.with_delta(completeness_delta(out.full, mean_fx, fb), self.tolerance)
 
 
 def plan(opts: MethodOptions, ctx: PlanContext) -> GradientShap:

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from .problem import Problem
-from .result import Attribution
+from .result import MethodOutput
 from .threads import GRADIENT_NICE, current_lanes, gradient_executor, init_gradient_thread, split_rows
 
 __all__ = ["GRADIENT_NICE", "gradient_at", "gradient_attribution", "gradient_executor", "init_gradient_thread",
@@ -61,7 +61,7 @@ def run_gradient_chunks(problem: Problem, n_rows: int, make_rows: Callable[[int,
         consume(start, torch.cat([g for g, _ in results]), torch.cat([o for _, o in results]))
 
 
-def gradient_attribution(problem: Problem, method: str, full: Tensor) -> Attribution:
+def gradient_attribution(problem: Problem, method: str, full: Tensor, *, n_steps: int) -> MethodOutput:
     """[T,D] attributions at the attribution layer -> per-timestep scores.
 
     Token models: scores = signed sum over the embedding, plus its L2 norm. Feature
@@ -70,8 +70,9 @@ def gradient_attribution(problem: Problem, method: str, full: Tensor) -> Attribu
     arr = full.detach().numpy().astype(np.float32)
     scores = arr.sum(axis=1)
     if problem.is_tokens:
-        return Attribution(method, arr, scores, l2_norm=np.linalg.norm(arr, axis=1).astype(np.float32))
-    return Attribution(method, arr, scores, feature_scores=arr)
+        return MethodOutput(method, arr, scores, l2_norm=np.linalg.norm(arr, axis=1).astype(np.float32),
+                            n_steps=n_steps)
+    return MethodOutput(method, arr, scores, feature_scores=arr, n_steps=n_steps)
 
 
 def gradient_at(problem: Problem, what: str) -> Tensor:

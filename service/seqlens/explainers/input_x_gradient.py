@@ -10,7 +10,7 @@ from typing import Literal
 from .gradients import gradient_at, gradient_attribution
 from .options import MethodOptions, PlanContext, only_options
 from .problem import Problem
-from .result import Attribution
+from .result import MethodOutput
 
 NAME = "input_x_gradient"
 OPTIONS: tuple[str, ...] = ()  # options it reads
@@ -21,16 +21,14 @@ class InputXGradient:
     length: int
     method: str = NAME
     runtime: Literal["torch"] = "torch"
+    endpoints: Literal["torch"] = "torch"
 
     @property
     def work(self) -> int:
         return self.length
 
-    def run(self, problem: Problem) -> Attribution:
-        att = gradient_attribution(problem, NAME, problem.x * gradient_at(problem, NAME))
-        att.n_steps = 1
-        att.target_at_input, att.target_at_baseline = problem.torch_endpoints
-        return att
+    def run(self, problem: Problem) -> MethodOutput:
+        return gradient_attribution(problem, NAME, problem.x * gradient_at(problem, NAME), n_steps=1)
 
 
 def plan(opts: MethodOptions, ctx: PlanContext) -> InputXGradient:

@@ -36,7 +36,7 @@ from .options import (
     tolerance_option,
 )
 from .problem import Problem
-from .result import DELTA_FLOOR, Attribution, completeness_delta, within_tolerance
+from .result import DELTA_FLOOR, MethodOutput, completeness_delta, within_tolerance
 
 NAME = "integrated_gradients"
 OPTIONS: tuple[str, ...] = ("n_steps", "quadrature", "adaptive", "tolerance", "max_steps")  # options it reads
@@ -113,6 +113,7 @@ class IntegratedGradients:
     panels: int = 0  # adaptive Gauss-Kronrod: panels of the first estimate (0 = the doubling ladder)
     method: str = NAME
     runtime: Literal["torch"] = "torch"
+    endpoints: Literal["torch"] = "torch"
 
     def ladder(self) -> list[int]:
         if not self.adaptive:
@@ -128,16 +129,13 @@ class IntegratedGradients:
             return self.cap * self.length
         return sum(self.ladder()) * self.length
 
-    def run(self, problem: Problem) -> Attribution:
+    def run(self, problem: Problem) -> MethodOutput:
         fx, fb = problem.torch_endpoints
         gap = fx - fb
         if self.panels:
             outcome = adaptive_integral(problem, self.panels, self.tolerance, self.cap, gap, DELTA_FLOOR)
-            att = gradient_attribution(problem, NAME, outcome.attributions)
-            att.n_steps = outcome.rows
-            att.record_delta(completeness_delta(att.full, fx, fb), fx, fb, self.tolerance,
-                             refined=outcome.converged)
-            return att
+            out = gradient_attribution(problem, NAME, outcome.attributions, n_steps=outcome.rows)
+            return out.with_delta(completeness_delta(out.full, fx, fb), self.tolerance, refined=outcome.converged)
         previous: Tensor | None = None
         refined = not self.adaptive  # a fixed count has no refinement rule, only the delta
         for n in self.ladder():
@@ -148,10 +146,8 @@ class IntegratedGradients:
                 refined = True
                 break
             previous = full
-        att = gradient_attribution(problem, NAME, full)
-        att.n_steps = n
-        att.record_delta(delta, fx, fb, self.tolerance, refined=refined)
-        return att
+        out = gradient_attribution(problem, NAME, full, n_steps=n)
+        return out.with_delta(delta, self.tolerance, refined=refined)
 
 
 def _cap_for_budget(start: int, budget: int, length: int, limit: int) -> int:

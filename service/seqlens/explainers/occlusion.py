@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 
@@ -17,7 +18,7 @@ from ..errors import InvalidInput
 from .options import MethodOptions, PlanContext, Runtime, only_options, token_perturbation_baseline
 from .perturbation import ablation_effects, perturbation_attribution, timestep_groups
 from .problem import Problem
-from .result import Attribution
+from .result import MethodOutput
 
 NAME = "occlusion"
 OPTIONS: tuple[str, ...] = ("window", "stride")  # options it reads
@@ -30,6 +31,7 @@ class Occlusion:
     length: int
     runtime: Runtime  # torch: late-start runs from cached states (unidirectional); else ONNX Runtime
     method: str = NAME
+    endpoints: Literal["onnx"] = "onnx"
 
     @property
     def starts(self) -> np.ndarray:
@@ -40,7 +42,7 @@ class Occlusion:
     def work(self) -> int:
         return (len(self.starts) + 2) * self.length
 
-    def run(self, problem: Problem) -> Attribution:
+    def run(self, problem: Problem) -> MethodOutput:
         starts = self.starts
         steps = np.arange(self.length)
 
@@ -52,9 +54,8 @@ class Occlusion:
         effects = ablation_effects(problem, masks, len(starts), what, first=starts)
         cover = masks(0, len(starts)).astype(np.float64)  # [W,T]
         per_step = (effects @ cover) / cover.sum(axis=0)
-        att = perturbation_attribution(problem, NAME, timestep_groups(problem, per_step), per_step=per_step)
-        att.n_steps = len(starts)
-        return att
+        return perturbation_attribution(problem, NAME, timestep_groups(problem, per_step), per_step=per_step,
+                                        n_steps=len(starts))
 
 
 def plan(opts: MethodOptions, ctx: PlanContext) -> Occlusion:

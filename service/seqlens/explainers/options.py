@@ -15,7 +15,7 @@ from ..errors import InvalidInput
 
 if TYPE_CHECKING:
     from .problem import Problem
-    from .result import Attribution
+    from .result import MethodOutput
 
 Quadrature = Literal["gausslegendre", "riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid"]
 AblationMode = Literal["per_timestep", "per_feature"]
@@ -65,9 +65,12 @@ class Plan(Protocol):
     def runtime(self) -> Runtime: ...
 
     @property
+    def endpoints(self) -> Runtime: ...  # whose f(x), f(baseline) the result reports and is judged by
+
+    @property
     def work(self) -> int: ...  # model rows x timesteps
 
-    def run(self, problem: Problem) -> Attribution: ...
+    def run(self, problem: Problem) -> MethodOutput: ...
 
 
 #: What each option is when the caller left it unset (the proto's zero values).

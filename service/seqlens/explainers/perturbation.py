@@ -13,7 +13,7 @@ import numpy as np
 
 from . import prefix
 from .problem import Problem
-from .result import Attribution
+from .result import MethodOutput
 
 MaskMaker = Callable[[int, int], np.ndarray]  # (lo, hi) -> masks [hi-lo, T] or [hi-lo, T, F]
 
@@ -45,9 +45,9 @@ def ablation_effects(problem: Problem, masks_for: MaskMaker, n: int, what: str,
     return fx - evals
 
 
-def perturbation_attribution(problem: Problem, method: str, full: np.ndarray, *,
-                             per_step: np.ndarray | None = None) -> Attribution:
-    """Per-group attributions -> an Attribution.
+def perturbation_attribution(problem: Problem, method: str, full: np.ndarray, *, n_steps: int,
+                             per_step: np.ndarray | None = None) -> MethodOutput:
+    """Per-group attributions -> the method's output.
 
     ``full`` is [T] (token models) or [T,F] (feature models). When groups are whole
     timesteps (``per_step`` [T] given), a feature model's [T,F] repeats each step's value
@@ -55,14 +55,10 @@ def perturbation_attribution(problem: Problem, method: str, full: np.ndarray, *,
     per-cell groups ``scores`` sums over features.
     """
     full = full.astype(np.float32)
-    fx, fb = problem.onnx_endpoints
     if problem.is_tokens:
-        att = Attribution(method, full, full)
-    else:
-        scores = per_step.astype(np.float32) if per_step is not None else full.sum(axis=1)
-        att = Attribution(method, full, scores, feature_scores=full)
-    att.target_at_input, att.target_at_baseline = fx, fb
-    return att
+        return MethodOutput(method, full, full, n_steps=n_steps)
+    scores = per_step.astype(np.float32) if per_step is not None else full.sum(axis=1)
+    return MethodOutput(method, full, scores, feature_scores=full, n_steps=n_steps)
 
 
 def timestep_groups(problem: Problem, per_step: np.ndarray) -> np.ndarray:

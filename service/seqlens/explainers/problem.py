@@ -20,6 +20,7 @@ from ..schema import TokenInput
 from ..versions import LoadedVersion
 from .baselines import Baseline
 from .control import WorkControl
+from .options import Runtime
 from .targets import OutputSpace, ResolvedTarget, select, select_numpy
 
 
@@ -109,6 +110,11 @@ class Problem:
         """f(x) and f(baseline) on torch (what completeness is measured against)."""
         fx, fb = self.forward_no_grad(torch.stack([self.x, self.b])).double().tolist()
         return fx, fb
+
+    def endpoints(self, runtime: Runtime) -> tuple[float, float]:
+        """f(x) and f(baseline) on the runtime a plan declares (its ``endpoints``); each is
+        computed once per problem."""
+        return self.torch_endpoints if runtime == "torch" else self.onnx_endpoints
 
     # --- ONNX Runtime: perturbed copies ----------------------------------------------
     @property

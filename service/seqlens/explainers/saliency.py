@@ -9,7 +9,7 @@ from typing import Literal
 from .gradients import gradient_at, gradient_attribution
 from .options import MethodOptions, PlanContext, only_options
 from .problem import Problem
-from .result import Attribution
+from .result import MethodOutput
 
 NAME = "saliency"
 OPTIONS: tuple[str, ...] = ("abs_saliency",)  # options it reads
@@ -21,17 +21,15 @@ class Saliency:
     length: int
     method: str = NAME
     runtime: Literal["torch"] = "torch"
+    endpoints: Literal["torch"] = "torch"
 
     @property
     def work(self) -> int:
         return self.length
 
-    def run(self, problem: Problem) -> Attribution:
+    def run(self, problem: Problem) -> MethodOutput:
         grad = gradient_at(problem, NAME)
-        att = gradient_attribution(problem, NAME, grad.abs() if self.absolute else grad)
-        att.n_steps = 1
-        att.target_at_input, att.target_at_baseline = problem.torch_endpoints
-        return att
+        return gradient_attribution(problem, NAME, grad.abs() if self.absolute else grad, n_steps=1)
 
 
 def plan(opts: MethodOptions, ctx: PlanContext) -> Saliency:

@@ -25,7 +25,7 @@ from .options import (
 )
 from .perturbation import apply_masks, perturbation_attribution, timestep_groups
 from .problem import Problem
-from .result import Attribution, completeness_delta
+from .result import MethodOutput, completeness_delta
 from .sampling import permutations
 
 NAME = "shapley_sampling"
@@ -43,6 +43,7 @@ class ShapleySampling:
     tolerance: float = DEFAULT_TOLERANCE
     method: str = NAME
     runtime: Literal["onnx"] = "onnx"
+    endpoints: Literal["onnx"] = "onnx"
 
     @property
     def groups(self) -> int:
@@ -52,7 +53,7 @@ class ShapleySampling:
     def work(self) -> int:
         return (self.n_samples * max(self.groups - 1, 0) + 2) * self.length
 
-    def run(self, problem: Problem, orders: list[torch.Tensor] | None = None) -> Attribution:
+    def run(self, problem: Problem, orders: list[torch.Tensor] | None = None) -> MethodOutput:
         g = self.groups
         orders = orders or permutations(self.seed, self.n_samples, g)
         # rank[s, group] = position of the group in order s: after j additions, the groups
@@ -78,12 +79,11 @@ class ShapleySampling:
             credit[orders[s].numpy()] += gains[s]
         credit /= self.n_samples
         if self.per_feature:
-            att = perturbation_attribution(problem, NAME, credit.reshape(shape))
+            out = perturbation_attribution(problem, NAME, credit.reshape(shape), n_steps=self.n_samples)
         else:
-            att = perturbation_attribution(problem, NAME, timestep_groups(problem, credit), per_step=credit)
-        att.record_delta(completeness_delta(credit, fx, fb), fx, fb, self.tolerance)
-        att.n_steps = self.n_samples
-        return att
+            out = perturbation_attribution(problem, NAME, timestep_groups(problem, credit), per_step=credit,
+                                           n_steps=self.n_samples)
+        return out.with_delta(completeness_delta(credit, fx, fb), self.tolerance)
 
 
 def plan(opts: MethodOptions, ctx: PlanContext) -> ShapleySampling:

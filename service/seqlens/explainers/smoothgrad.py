@@ -14,7 +14,7 @@ from torch import Tensor
 from .gradients import gradient_attribution, run_gradient_chunks
 from .options import MethodOptions, PlanContext, count_option, noise_option, only_options
 from .problem import Problem
-from .result import Attribution
+from .result import MethodOutput
 from .sampling import Draws, SeededDraws
 
 NAME = "smoothgrad"
@@ -32,6 +32,7 @@ class SmoothGrad:
     length: int
     method: str = NAME
     runtime: Literal["torch"] = "torch"
+    endpoints: Literal["torch"] = "torch"
 
     @property
     def work(self) -> int:
@@ -41,7 +42,7 @@ class SmoothGrad:
         x = problem.x
         return self.stdev or DEFAULT_NOISE_FRACTION * float(x.max() - x.min())
 
-    def run(self, problem: Problem, draws: Draws | None = None) -> Attribution:
+    def run(self, problem: Problem, draws: Draws | None = None) -> MethodOutput:
         x = problem.x
         draws = draws or SeededDraws(self.seed, self.noise_stdev(problem), tuple(x.shape))
         total = torch.zeros_like(x)
@@ -54,10 +55,7 @@ class SmoothGrad:
             total = total + (grads.abs() if self.absolute else grads).sum(dim=0)
 
         run_gradient_chunks(problem, self.n_samples, rows, add, f"{NAME} ({self.n_samples} samples)")
-        att = gradient_attribution(problem, NAME, total / self.n_samples)
-        att.n_steps = self.n_samples
-        att.target_at_input, att.target_at_baseline = problem.torch_endpoints
-        return att
+        return gradient_attribution(problem, NAME, total / self.n_samples, n_steps=self.n_samples)
 
 
 def plan(opts: MethodOptions, ctx: PlanContext) -> SmoothGrad:
