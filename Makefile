@@ -5,8 +5,12 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.seqlens-installed
 TEST_STAMP := $(VENV)/.seqlens-test-installed
-# Every install path pins the CPU build of torch first; an unpinned torch pulls CUDA.
+# Every install path pins the CPU build of torch first; an unpinned torch pulls CUDA. PyPI's
+# Linux torch is the CUDA build, so the CPU wheel index is added (it wins: 2.13.0+cpu sorts above
+# 2.13.0); a local wheel (pip's find-links) also satisfies it. TORCH_INDEX= skips the index.
 TORCH := torch==2.13.0
+TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
+TORCH_INSTALL := $(PIP) install $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX)) $(TORCH)
 
 .PHONY: install install-test serve test demo protos protos-check lint typecheck bench clean
 
@@ -15,7 +19,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml clients/python/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --upgrade pip
-	$(PIP) install $(TORCH)
+	$(TORCH_INSTALL)
 	$(PIP) install -e ./clients/python -e .
 	touch $(STAMP)
 
