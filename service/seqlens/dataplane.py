@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -19,15 +20,28 @@ from .config import Settings
 from .cpus import available_cpus
 from .errors import InvalidInput, ModelUnavailable, shutting_down
 from .explain import ExplainRequest, ExplainResult, ExplainRunner
+from .explainers import available_methods
 from .explainers.gradients import gradient_executor
 from .inputs import EncodedSequence, SequenceInput, Where, encode, max_length_for
 from .metrics import Metrics
 from .registry import ModelRegistry, VersionRecord, VersionState
-from .results import ModelDescription, ModelSummary, ModelTensors, PredictResult, TensorSpec, make_prediction
+from .results import (
+    ArchitectureInfo,
+    InputInfo,
+    ModelDescription,
+    ModelSummary,
+    ModelTensors,
+    PredictResult,
+    TensorSpec,
+    VersionInfo,
+    make_prediction,
+)
+from .schema import FeatureInput
 from .streaming import StreamingPlane
+from .summaries import available_for
 from .tensor_inputs import check_batch_shape, check_batch_values
 from .version_cache import VersionCache
-from .versions import LoadedVersion
+from .versions import LoadedVersion, expected_output_shape
 
 _BATCHER: VersionCache[DynamicBatcher] = VersionCache("batcher")  # one per loaded version
 _INLINE_ENCODE_ELEMENTS = 2048  # characters/timesteps per request encoded on the loop (~5 ms at most)
@@ -138,29 +152,26 @@ class DataPlane:
         return out
 
     def get_model(self, name: str) -> ModelDescription:
-        from .explainers import available_methods
-        from .summaries import available_for
-
         recs = self.registry.model_records(name)
         default = self.registry.default_version(name) or ""
         chosen = next((r for r in reversed(recs) if r.version == default), None) or next(
             (r for r in reversed(recs) if r.loaded is not None), None)
         loaded = chosen.loaded if chosen else None
-        config = loaded.config if loaded else None
-        return ModelDescription(
-            name=name, default_version=default, records=recs, config=config,
-            vocab_size=loaded.vocab_size if loaded else 0,
-            special_tokens=loaded.tokenizer.special_tokens if loaded and loaded.tokenizer else [],
-            num_parameters=loaded.num_parameters if loaded else 0,
-            attribution_methods=available_methods() if config else [],
-            state_summaries=available_for(loaded) if loaded else [],
-            kind=loaded.kind if loaded else "",
-            attribution_width=loaded.attribution_width if loaded else 0,
-            recurrent_ops=list(loaded.replay.graph.recurrent_ops) if loaded and loaded.config.is_graph else [],
-            max_length=max_length_for(loaded, self.settings.max_length) if loaded else 0,
-            min_length=(config.min_length or 1) if config else 0,
-            max_batch=self.settings.max_batch, max_explain_work=self.settings.max_explain_work,
-            max_steps=self.settings.max_steps)
+        versions = [VersionInfo(r.version, r.state, r.reason,
+                                r.loaded.parity_max_abs_diff if r.loaded else 0.0,
+                                r.loaded.load_seconds if r.loaded else 0.0) for r in recs]
+        s = self.settings
+        base = ModelDescription(name=name, default_version=default, versions=versions, attribution_methods=[],
+                                state_summaries=[], max_length=0, min_length=0, max_batch=s.max_batch,
+                                max_explain_work=s.max_explain_work, max_steps=s.max_steps)
+        if loaded is None:
+            return base
+        c = loaded.config
+        return dataclasses.replace(
+            base, attribution_methods=available_methods(), state_summaries=available_for(loaded),
+            max_length=max_length_for(loaded, s.max_length), min_length=c.min_length or 1, task=c.task,
+            labels=list(c.labels or []), horizon=c.horizon or 0, description=c.description,
+            architecture=_architecture(loaded), input=_input_info(loaded))
 
     def model_ready(self, name: str, version: str) -> bool:
         """Unknown models and versions raise NOT_FOUND; known ones not serving now answer False."""
@@ -176,7 +187,7 @@ class DataPlane:
         c = loaded.config
         x = TensorSpec("inputs", "int64", [-1, -1]) if c.is_tokens else \
             TensorSpec("inputs", "float32", [-1, -1, c.num_features])
-        out_shape = [-1, -1, c.num_outputs] if c.head == "per_step" else [-1, c.num_outputs]
+        out_shape = list(expected_output_shape(c, -1, -1))  # -1: any batch, any T
         return ModelTensors(name=loaded.name, versions=[r.version for r in self.registry.model_records(name)],
                             platform="onnxruntime_onnx", inputs=[x, TensorSpec("lengths", "int64", [-1])],
                             outputs=[TensorSpec("outputs", "float32", out_shape)])
@@ -243,6 +254,28 @@ class DataPlane:
         self.check_serving()
         loaded = self.registry.get(request.model_name, request.model_version)
         return await self.explainer.run(loaded, request, deadline)
+
+
+def _architecture(loaded: LoadedVersion) -> ArchitectureInfo:
+    c = loaded.config
+    if c.is_graph:
+        return ArchitectureInfo(kind="onnx", head=c.head, embedding_dim=loaded.attribution_width,
+                                num_parameters=loaded.num_parameters,
+                                recurrent_ops=list(loaded.replay.graph.recurrent_ops))
+    a = c.family
+    return ArchitectureInfo(kind="family", head=a.head, embedding_dim=a.embedding_dim,
+                            num_parameters=loaded.num_parameters, input_layer=a.input_layer, cell=a.cell,
+                            num_layers=a.num_layers, hidden_size=a.hidden_size, bidirectional=a.bidirectional)
+
+
+def _input_info(loaded: LoadedVersion) -> InputInfo:
+    i = loaded.config.input
+    if isinstance(i, FeatureInput):
+        return InputInfo(kind="features", feature_names=list(i.feature_names))
+    return InputInfo(kind="tokens", tokenizer=i.tokenizer, vocab_size=loaded.vocab_size, pad_id=i.pad_id,
+                     unk_id=i.unk_id, lowercase=i.lowercase, vocabulary=i.vocabulary,
+                     special_tokens=loaded.tokenizer.special_tokens if loaded.tokenizer else [],
+                     add_special_tokens=i.tokenizer == "huggingface" and i.add_special_tokens)
 
 
 def _input_size(item: SequenceInput) -> int:

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .registry import VersionRecord
+from .registry import VersionState
 from .schema import ModelConfig
 from .tokenizers import TokenSpan
 
@@ -58,25 +58,64 @@ class ModelTensors:
     outputs: list[TensorSpec]
 
 
-@dataclass
+@dataclass(frozen=True)
+class VersionInfo:
+    version: str
+    state: VersionState
+    reason: str  # why not READY ("" when READY)
+    parity_max_abs_diff: float = 0.0  # ORT vs torch at load (loaded versions)
+    load_seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class ArchitectureInfo:
+    kind: str  # "family" or "onnx"
+    head: str
+    embedding_dim: int  # family: embedding width; onnx: width of the attributed layer
+    num_parameters: int
+    recurrent_ops: list[str] = field(default_factory=list)  # onnx: the graph's recurrent ops
+    input_layer: str = ""  # family only from here on
+    cell: str = ""
+    num_layers: int = 0
+    hidden_size: int = 0
+    bidirectional: bool = False
+
+
+@dataclass(frozen=True)
+class InputInfo:
+    kind: str  # "tokens" or "features"
+    tokenizer: str = ""
+    vocab_size: int = 0
+    pad_id: int = 0
+    unk_id: int = 0
+    lowercase: bool = False
+    vocabulary: str = ""
+    special_tokens: list[str] = field(default_factory=list)
+    add_special_tokens: bool = False  # true only where the tokenizer adds them
+    feature_names: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
 class ModelDescription:
+    """GetModel's answer as plain values; the model fields describe the default version (or the
+    newest loaded one) and are empty while none is loaded."""
+
     name: str
     default_version: str
-    records: list[VersionRecord]
-    config: ModelConfig | None  # of the default version (or the newest loaded one)
-    vocab_size: int
-    num_parameters: int
+    versions: list[VersionInfo]
     attribution_methods: list[str]
     state_summaries: list[str]
     max_length: int
+    min_length: int
     max_batch: int
     max_explain_work: int
     max_steps: int
-    special_tokens: list[str] = field(default_factory=list)
-    min_length: int = 1  # shortest accepted input (model.yaml min_length)
-    kind: str = ""  # "family" or "onnx"
-    attribution_width: int = 0
-    recurrent_ops: list[str] = field(default_factory=list)
+    task: str = ""
+    labels: list[str] = field(default_factory=list)
+    horizon: int = 0
+    description: str = ""
+    architecture: ArchitectureInfo | None = None
+    input: InputInfo | None = None
 
 
 def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:

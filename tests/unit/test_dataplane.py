@@ -96,12 +96,12 @@ def test_list_models_names_versions_and_defaults(plane: DataPlane) -> None:
 
 def test_get_model_describes_the_default_version(plane: DataPlane) -> None:
     desc = plane.get_model("cls")
-    assert desc.default_version == "2" and desc.kind == "family"
-    assert desc.vocab_size == len(VOCAB)
-    assert desc.num_parameters == sum(p.numel() for p in tiny_model(seed=SEEDS["2"], **CLS).parameters())
+    assert desc.default_version == "2" and desc.architecture is not None and desc.architecture.kind == "family"
+    assert desc.input is not None and desc.input.vocab_size == len(VOCAB) and desc.input.kind == "tokens"
+    assert desc.architecture.num_parameters == sum(p.numel() for p in tiny_model(seed=SEEDS["2"], **CLS).parameters())
     assert desc.attribution_methods == available_methods() and desc.state_summaries
     assert desc.max_batch == 4 and desc.max_length == 64
-    states = {r.version: r for r in desc.records}
+    states = {v.version: v for v in desc.versions}
     assert states["1"].state == states["2"].state == VersionState.READY
     assert states["3"].state == VersionState.FAILED and "model.onnx" in states["3"].reason
 

@@ -114,39 +114,27 @@ def list_models_response(models: list[ModelSummary]) -> models_pb2.ListModelsRes
 def model_info(d: ModelDescription) -> models_pb2.ModelInfo:
     info = models_pb2.ModelInfo(
         name=d.name, default_version=d.default_version,
-        versions=[models_pb2.VersionStatus(
-            version=r.version, state=_STATES[r.state], reason=r.reason,
-            parity_max_abs_diff=r.loaded.parity_max_abs_diff if r.loaded else 0.0,
-            load_seconds=r.loaded.load_seconds if r.loaded else 0.0) for r in d.records],
+        versions=[models_pb2.VersionStatus(version=v.version, state=_STATES[v.state], reason=v.reason,
+                                           parity_max_abs_diff=v.parity_max_abs_diff, load_seconds=v.load_seconds)
+                  for v in d.versions],
         attribution_methods=d.attribution_methods, state_summaries=d.state_summaries,
         limits=models_pb2.Limits(max_length=d.max_length, min_length=d.min_length, max_batch=d.max_batch,
-                                 max_explain_work=d.max_explain_work, max_steps=d.max_steps))
-    c = d.config
-    if c is None:
-        return info
-    info.task = _TASKS[c.task]
-    info.labels.extend(c.labels or [])
-    info.horizon = c.horizon or 0
-    info.description = c.description
-    if c.is_graph:
+                                 max_explain_work=d.max_explain_work, max_steps=d.max_steps),
+        labels=d.labels, horizon=d.horizon, description=d.description)
+    if d.task:
+        info.task = _TASKS[d.task]
+    if d.architecture is not None:
+        a = d.architecture
         info.architecture.CopyFrom(models_pb2.Architecture(
-            kind="onnx", head=c.head, embedding_dim=d.attribution_width, num_parameters=d.num_parameters,
-            recurrent_ops=d.recurrent_ops))
-    else:
-        a = c.family
-        info.architecture.CopyFrom(models_pb2.Architecture(
-            kind="family", input_layer=a.input_layer, cell=a.cell, num_layers=a.num_layers,
+            kind=a.kind, input_layer=a.input_layer, cell=a.cell, num_layers=a.num_layers,
             hidden_size=a.hidden_size, bidirectional=a.bidirectional, head=a.head, embedding_dim=a.embedding_dim,
-            num_parameters=d.num_parameters))
-    if c.input.kind == "tokens":
+            num_parameters=a.num_parameters, recurrent_ops=a.recurrent_ops))
+    if d.input is not None:
+        i = d.input
         info.input.CopyFrom(models_pb2.InputSchema(
-            kind=models_pb2.TOKENS, tokenizer=c.input.tokenizer, vocab_size=d.vocab_size,
-            pad_id=c.input.pad_id, unk_id=c.input.unk_id, lowercase=c.input.lowercase,
-            vocabulary=c.input.vocabulary, special_tokens=d.special_tokens,
-            add_special_tokens=c.input.tokenizer == "huggingface" and c.input.add_special_tokens))
-    else:
-        info.input.CopyFrom(models_pb2.InputSchema(kind=models_pb2.FEATURES,
-                                                   feature_names=c.input.feature_names))
+            kind=_KINDS[i.kind], tokenizer=i.tokenizer, vocab_size=i.vocab_size, pad_id=i.pad_id, unk_id=i.unk_id,
+            lowercase=i.lowercase, vocabulary=i.vocabulary, special_tokens=i.special_tokens,
+            add_special_tokens=i.add_special_tokens, feature_names=i.feature_names))
     return info
 
 
