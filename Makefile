@@ -68,9 +68,10 @@ buf-lint: buf
 	$(BUF) lint
 
 # The wire API's baseline: `buf breaking` (tests/unit/test_buf.py) compares protos/ against it.
-# Regenerate it only for a deliberate, reviewed API change (see README, "API compatibility").
+# Regenerate it only for a deliberate, reviewed API change (see README, "API compatibility");
+# indented JSON, so that the change shows in review.
 api-baseline: buf
-	$(BUF) build -o protos/api-baseline.binpb
+	$(BUF) build --exclude-source-info -o -#format=json | $(PYTHON) -m json.tool --indent 1 > protos/api-baseline.json
 
 clean:
 	rm -rf $(VENV) .pytest_cache .tools

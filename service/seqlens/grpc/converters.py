@@ -24,7 +24,7 @@ from ..explain import ExplainRequest, ExplainResult
 from ..explainers.baselines import BaselineKind
 from ..explainers.options import AblationMode, MethodOptions, Quadrature
 from ..explainers.result import Attribution
-from ..explainers.targets import OutputSpace, TargetSpec
+from ..explainers.targets import OutputSpace, ResolvedTarget, TargetSpec
 from ..inputs import SequenceInput
 from ..registry import VersionState
 from ..results import ModelDescription, ModelSummary, Prediction, PredictResult
@@ -310,14 +310,16 @@ def attribution_to_proto(a: Attribution) -> explain_pb2.Attribution:
     return msg
 
 
+def resolved_target_to_proto(t: ResolvedTarget) -> explain_pb2.ResolvedTarget:
+    return explain_pb2.ResolvedTarget(class_index=t.class_index, label=t.label, timestep=t.timestep,
+                                      horizon_step=t.horizon_step, output_space=_SPACE_TO_PROTO[t.output_space])
+
+
 def explain_response(r: ExplainResult) -> explain_pb2.ExplainResponse:
-    t = r.target
     return explain_pb2.ExplainResponse(
         request_id=r.request_id, model_name=r.model_name, model_version=r.model_version,
         prediction=prediction_to_proto(r.prediction), tokens=tokens_to_proto(r.tokens),
-        target=explain_pb2.ResolvedTarget(
-            class_index=t.class_index, label=t.label, timestep=t.timestep, horizon_step=t.horizon_step,
-            output_space=_SPACE_TO_PROTO[t.output_space]),
+        target=resolved_target_to_proto(r.target),
         attributions=[attribution_to_proto(a) for a in r.attributions],
         state=[layer_state_to_proto(s) for s in r.state],
         timings=[explain_pb2.StageTiming(stage=s, seconds=sec) for s, sec in r.timings],
