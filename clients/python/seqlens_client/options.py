@@ -43,7 +43,8 @@ __all__ = [
 #: Attribution methods the server knows (``GetModel`` lists those a model supports).
 METHODS = ("integrated_gradients", "saliency", "input_x_gradient", "gradient_shap", "smoothgrad",
            "occlusion", "feature_ablation", "shapley_sampling")
-#: Methods that integrate gradients along a path: they report steps and a convergence delta.
+#: Methods that integrate gradients along a path (``n_steps``, ``quadrature``). Whether an attribution
+#: carries a convergence delta is on the wire (``Attribution.has_delta``), not inferred from its name.
 INTEGRAL_METHODS = frozenset({"integrated_gradients", "gradient_shap"})
 #: State summaries the server knows.
 STATE_SUMMARIES = ("state_norm", "delta_norm", "gate_mean", "saturation", "timescale", "top_units",
