@@ -15,6 +15,8 @@ from seqlens.grpc.interceptors import status_for
 from seqlens.summaries import DEFAULT_TOP_K
 from seqlens_client import results as sdk_results
 from seqlens_client.carry import RecurrentState
+from seqlens_client.report import data as report_data
+from seqlens_client.report import text as report_text
 from seqlens_client.stubs import explain_pb2, oip_pb2, recurrent_pb2, state_pb2, types_pb2
 
 
@@ -109,6 +111,10 @@ def test_a_delta_reaches_the_sdk_with_the_servers_relative_delta(method: str) ->
     assert sdk.converged is False and sdk.tolerance == pytest.approx(0.01)
     assert a.relative_delta is not None and sdk.relative_delta == pytest.approx(a.relative_delta)  # 0.05 / 1.0
     assert sdk.warning is not None and "5.0% of" in sdk.warning
+    # both reports show it, whatever the method (they read presence, not the method's name)
+    assert "NOT converged, delta +5.00e-02 (5.00%)" in report_text._quality(sdk)
+    html = report_data._method(method, sdk)
+    assert html["integral"] and html["relative_delta"] == pytest.approx(0.05)
 
 
 def test_a_zero_gap_has_a_delta_but_no_relative_delta() -> None:
