@@ -11,8 +11,13 @@ TEST_STAMP := $(VENV)/.seqlens-test-installed
 TORCH := torch==2.13.0
 TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 TORCH_INSTALL := $(PIP) install $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX)) $(TORCH)
+# buf (protobuf lint and breaking-change checks), pinned, from npm into a project-local folder.
+BUF_VERSION := 1.75.0
+BUF_DIR := .tools/buf
+BUF := $(BUF_DIR)/node_modules/.bin/buf
+BUF_STAMP := $(BUF_DIR)/.installed-$(BUF_VERSION)
 
-.PHONY: install install-test serve test demo protos protos-check lint typecheck bench clean
+.PHONY: install install-test serve test demo protos protos-check lint typecheck bench clean buf buf-lint api-baseline
 
 install: $(STAMP)
 
@@ -23,7 +28,7 @@ $(STAMP): pyproject.toml clients/python/pyproject.toml
 	$(PIP) install -e ./clients/python -e .
 	touch $(STAMP)
 
-install-test: $(TEST_STAMP)
+install-test: $(TEST_STAMP) $(BUF_STAMP)
 
 $(TEST_STAMP): $(STAMP)
 	$(PIP) install -e '.[test]'
@@ -56,5 +61,21 @@ bench: install-test ## side-by-side ratios (minutes; run on an otherwise idle ma
 	$(PY) bench/bench_summaries.py --repeats 61
 	$(PY) bench/bench_predict_peers.py --rounds 5 --seconds 3
 
+buf: $(BUF_STAMP)
+
+$(BUF_STAMP):
+	mkdir -p $(BUF_DIR)
+	npm install --prefix $(BUF_DIR) --no-save --no-audit --no-fund @bufbuild/buf@$(BUF_VERSION)
+	touch $(BUF_STAMP)
+
+buf-lint: buf
+	$(BUF) lint
+
+# The wire API's baseline: `buf breaking` (tests/unit/test_buf.py) compares protos/ against it.
+# Regenerate it only for a deliberate, reviewed API change (see README, "API compatibility");
+# indented JSON, so that the change shows in review.
+api-baseline: buf
+	$(BUF) build --exclude-source-info -o -#format=json | $(PYTHON) -m json.tool --indent 1 > protos/api-baseline.json
+
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .pytest_cache .tools

@@ -163,7 +163,7 @@ async def over_grpc(target: str, requests: list[predict_pb2.PredictRequest], cal
     """Sequences/s and per-call latencies of ``callers`` concurrent Predict loops (plus
     ``explainers`` concurrent Explain loops, not counted)."""
     async with grpc.aio.insecure_channel(target) as channel:
-        stub = service_pb2_grpc.SequenceExplainerStub(channel)
+        stub = service_pb2_grpc.SequenceExplainerServiceStub(channel)
         for r in requests[:callers]:
             await stub.Predict(r)  # connected and warm
         latencies: list[float] = []
@@ -196,7 +196,7 @@ def sync_latencies(target: str, requests: list[predict_pb2.PredictRequest], seco
     """One caller with grpc's blocking client (lower per-call latency than grpc.aio's):
     latencies of Predict and, interleaved, of Health.Check (the gRPC floor: an empty answer)."""
     with grpc.insecure_channel(target) as channel:
-        stub = service_pb2_grpc.SequenceExplainerStub(channel)
+        stub = service_pb2_grpc.SequenceExplainerServiceStub(channel)
         health = health_pb2_grpc.HealthStub(channel)
         check = health_pb2.HealthCheckRequest()
         stub.Predict(requests[0])
@@ -219,7 +219,7 @@ def sync_latencies(target: str, requests: list[predict_pb2.PredictRequest], seco
 def explain_available(target: str, request: predict_pb2.PredictRequest) -> str:
     with grpc.insecure_channel(target) as channel:
         try:
-            service_pb2_grpc.SequenceExplainerStub(channel).Explain(
+            service_pb2_grpc.SequenceExplainerServiceStub(channel).Explain(
                 explain_pb2.ExplainRequest(model_name=MODEL, input=request.inputs[0]), timeout=60)
         except grpc.RpcError as err:
             return f"{err.code().name}: {err.details()}"  # type: ignore[attr-defined]

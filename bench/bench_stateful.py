@@ -52,8 +52,8 @@ def stateless(i: int) -> predict_pb2.PredictRequest:
     return predict_pb2.PredictRequest(model_name=MODEL, inputs=[token(i)])
 
 
-def chunk(seq_id: str, i: int, start: bool = False) -> sequence_pb2.SequenceChunkRequest:
-    return sequence_pb2.SequenceChunkRequest(model_name=MODEL, input=token(i), sequence=recurrent_pb2.SequenceControl(
+def chunk(seq_id: str, i: int, start: bool = False) -> sequence_pb2.StreamSequenceRequest:
+    return sequence_pb2.StreamSequenceRequest(model_name=MODEL, input=token(i), sequence=recurrent_pb2.SequenceControl(
         string_id=seq_id, start=start))
 
 
@@ -65,20 +65,20 @@ def unary_chunk(seq_id: str, i: int, start: bool = False) -> predict_pb2.Predict
 class Stream:
     """A blocking StreamSequence call fed one request at a time."""
 
-    def __init__(self, stub: service_pb2_grpc.SequenceExplainerStub) -> None:
-        self._next: list[sequence_pb2.SequenceChunkRequest] = []
+    def __init__(self, stub: service_pb2_grpc.SequenceExplainerServiceStub) -> None:
+        self._next: list[sequence_pb2.StreamSequenceRequest] = []
         self._ready = threading.Semaphore(0)
         self._done = False
         self._call = stub.StreamSequence(self._requests())
 
-    def _requests(self) -> Iterator[sequence_pb2.SequenceChunkRequest]:
+    def _requests(self) -> Iterator[sequence_pb2.StreamSequenceRequest]:
         while True:
             self._ready.acquire()
             if self._done:
                 return
             yield self._next.pop()
 
-    def send(self, req: sequence_pb2.SequenceChunkRequest) -> sequence_pb2.SequenceChunkResponse:
+    def send(self, req: sequence_pb2.StreamSequenceRequest) -> sequence_pb2.StreamSequenceResponse:
         self._next.append(req)
         self._ready.release()
         resp = next(self._call)
@@ -107,7 +107,7 @@ def timed(fn: Callable[[int], object], seconds: float) -> list[float]:
 
 def latencies(target: str, seconds: float) -> dict[str, list[float]]:
     with grpc.insecure_channel(target) as channel:
-        stub = service_pb2_grpc.SequenceExplainerStub(channel)
+        stub = service_pb2_grpc.SequenceExplainerServiceStub(channel)
         stream = Stream(stub)
         stream.send(chunk("lat-stream", 0, start=True))
         stub.Predict(unary_chunk("lat-unary", 0, start=True))
@@ -133,7 +133,7 @@ def latencies(target: str, seconds: float) -> dict[str, list[float]]:
 async def throughput(target: str, n: int, seconds: float, mode: str, round_no: int) -> float:
     """Chunks (or Predicts) per second from ``n`` concurrent sequences (or callers)."""
     async with grpc.aio.insecure_channel(target) as channel:
-        stub = service_pb2_grpc.SequenceExplainerStub(channel)
+        stub = service_pb2_grpc.SequenceExplainerServiceStub(channel)
         done = 0
         stop = 0.0
 
@@ -149,7 +149,7 @@ async def throughput(target: str, n: int, seconds: float, mode: str, round_no: i
                 await call.read()
                 done += 1
                 i += n
-            await call.write(sequence_pb2.SequenceChunkRequest(
+            await call.write(sequence_pb2.StreamSequenceRequest(
                 model_name=MODEL, sequence=recurrent_pb2.SequenceControl(string_id=seq_id, end=True)))
             await call.read()
             await call.done_writing()

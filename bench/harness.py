@@ -33,7 +33,7 @@ class Server:
             stderr=subprocess.DEVNULL)
         target = f"127.0.0.1:{self.port}"
         self.channel = grpc.insecure_channel(target, options=[("grpc.max_receive_message_length", 64 << 20)])
-        self.stub = service_pb2_grpc.SequenceExplainerStub(self.channel)
+        self.stub = service_pb2_grpc.SequenceExplainerServiceStub(self.channel)
         self.client = Client(target, timeout=600)
         deadline = time.monotonic() + start_timeout
         while True:

@@ -42,7 +42,7 @@ class Callers:
 
     def __init__(self, target: str, targets: dict[tuple[str, str], set[str]], threads_per_target: int = 2) -> None:
         self._channel = grpc.insecure_channel(target)
-        self._stub = service_pb2_grpc.SequenceExplainerStub(self._channel)
+        self._stub = service_pb2_grpc.SequenceExplainerServiceStub(self._channel)
         self._targets = targets
         self._stop = threading.Event()
         self.ok: Counter[tuple[str, str]] = Counter()
@@ -83,25 +83,25 @@ class Callers:
 
 
 @pytest.fixture
-def stub_for() -> Iterator[Callable[[str], service_pb2_grpc.SequenceExplainerStub]]:
+def stub_for() -> Iterator[Callable[[str], service_pb2_grpc.SequenceExplainerServiceStub]]:
     channels: list[grpc.Channel] = []
 
-    def make(target: str) -> service_pb2_grpc.SequenceExplainerStub:
+    def make(target: str) -> service_pb2_grpc.SequenceExplainerServiceStub:
         channels.append(grpc.insecure_channel(target))
-        return service_pb2_grpc.SequenceExplainerStub(channels[-1])
+        return service_pb2_grpc.SequenceExplainerServiceStub(channels[-1])
 
     yield make
     for c in channels:
         c.close()
 
 
-def _version_state(stub: service_pb2_grpc.SequenceExplainerStub, name: str, version: str) -> tuple[int, str]:
+def _version_state(stub: service_pb2_grpc.SequenceExplainerServiceStub, name: str, version: str) -> tuple[int, str]:
     info = stub.GetModel(models_pb2.GetModelRequest(name=name), timeout=10)
     found = [(v.state, v.reason) for v in info.versions if v.version == version]
-    return found[0] if found else (models_pb2.UNLOADED, "")
+    return found[0] if found else (models_pb2.VERSION_STATE_UNLOADED, "")
 
 
-def _latest(stub: service_pb2_grpc.SequenceExplainerStub, name: str) -> str:
+def _latest(stub: service_pb2_grpc.SequenceExplainerServiceStub, name: str) -> str:
     return stub.Predict(predict_pb2.PredictRequest(model_name=name, inputs=TEXT), timeout=10).model_version
 
 
@@ -118,7 +118,7 @@ def test_version_corrupted_while_serving(tmp_path: Path, start_server, stub_for)
     with Callers(srv.target, targets) as callers:
         time.sleep(0.5)
         onnx_path.write_bytes(b"\x08\x07corrupted" * 64)  # overwritten in place while version 2 serves
-        _wait_until(lambda: _version_state(stub, "m", "2")[0] == models_pb2.FAILED, what="version 2 FAILED")
+        _wait_until(lambda: _version_state(stub, "m", "2")[0] == models_pb2.VERSION_STATE_FAILED, what="version 2 FAILED")
         _, reason = _version_state(stub, "m", "2")
         assert "model.onnx is not a valid ONNX model" in reason
         with pytest.raises(grpc.RpcError) as info:
@@ -152,7 +152,7 @@ def test_versions_added_and_removed_under_load(tmp_path: Path, start_server, stu
             shutil.rmtree(repo / "m" / "3")
             _wait_until(lambda: _latest(stub, "m") == "1", what="version 3 gone")
             # A scan that caught the folder half-deleted may show FAILED for one poll first.
-            _wait_until(lambda: _version_state(stub, "m", "3")[0] == models_pb2.UNLOADED, what="3 UNLOADED")
+            _wait_until(lambda: _version_state(stub, "m", "3")[0] == models_pb2.VERSION_STATE_UNLOADED, what="3 UNLOADED")
             time.sleep(0.2)
     callers.assert_clean()
 

@@ -60,10 +60,10 @@ def float_tensor(draw: st.DrawFn, features: int | None = None) -> types_pb2.Tens
     x = np.random.default_rng(seed).normal(size=(t, f)).astype("<f4")
     if x.size and draw(st.integers(0, 9)) == 0:
         x.flat[draw(st.integers(0, x.size - 1))] = draw(st.sampled_from([np.nan, np.inf, -np.inf, 3e38]))
-    msg = types_pb2.Tensor(dtype=types_pb2.FLOAT32, shape=[t, f], data=x.tobytes())
+    msg = types_pb2.Tensor(dtype=types_pb2.DATA_TYPE_FLOAT32, shape=[t, f], data=x.tobytes())
     damage = draw(st.integers(0, 11))
     if damage == 0:
-        msg.dtype = draw(st.sampled_from([types_pb2.INT64, types_pb2.DATA_TYPE_UNSPECIFIED, 3, -1, 99]))
+        msg.dtype = draw(st.sampled_from([types_pb2.DATA_TYPE_INT64, types_pb2.DATA_TYPE_UNSPECIFIED, 3, -1, 99]))
     elif damage == 1:
         msg.shape[:] = draw(st.lists(_small_or_any(-(2**63), 2**63 - 1), max_size=6))
     elif damage == 2:
@@ -241,7 +241,7 @@ def _features_fields(draw: st.DrawFn, t: int) -> dict[str, Any]:
     x = np.random.default_rng(draw(st.integers(0, 2**32 - 1))).normal(size=(t, NUM_FEATURES)).astype("<f4")
     if draw(st.integers(0, 9)) == 0:
         x.flat[draw(st.integers(0, x.size - 1))] = draw(st.sampled_from([np.nan, np.inf, 1e38]))
-    return {"dtype": types_pb2.FLOAT32, "shape": [t, NUM_FEATURES], "data": x.tobytes()}
+    return {"dtype": types_pb2.DATA_TYPE_FLOAT32, "shape": [t, NUM_FEATURES], "data": x.tobytes()}
 
 
 def _perturb(draw: st.DrawFn, msg: Message) -> Message:
@@ -315,7 +315,7 @@ def explain_request(draw: st.DrawFn) -> Message:
             msg.target.label = draw(_mostly(["neg", "neu", "pos"], ["nope", ""]))
     msg.target.output_space = draw(st.integers(0, 1))
     msg.baseline.kind = draw(_mostly([0, 2, 3, 4] if features else [0, 1, 2, 3, 4], [1, 4, 9]))
-    if msg.baseline.kind == explain_pb2.CUSTOM:
+    if msg.baseline.kind == explain_pb2.BASELINE_KIND_CUSTOM:
         msg.baseline.custom.CopyFrom(msg.input if draw(st.booleans()) else draw(model_input(model)))
     if draw(st.booleans()):
         names = ["state_norm", "delta_norm", "gate_mean", "saturation", "timescale", "top_units", "prefix_prediction",

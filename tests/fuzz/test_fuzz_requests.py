@@ -34,10 +34,10 @@ from tests.fuzz import strategies as S
 FORBIDDEN = {grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL, grpc.StatusCode.DEADLINE_EXCEEDED}
 CALL_TIMEOUT_S = 10.0
 PATHS = {
-    "Predict": "/seqlens.v1.SequenceExplainer/Predict",
-    "Explain": "/seqlens.v1.SequenceExplainer/Explain",
-    "GetModel": "/seqlens.v1.SequenceExplainer/GetModel",
-    "StreamExplain": "/seqlens.v1.SequenceExplainer/StreamExplain",
+    "Predict": "/seqlens.v1.SequenceExplainerService/Predict",
+    "Explain": "/seqlens.v1.SequenceExplainerService/Explain",
+    "GetModel": "/seqlens.v1.SequenceExplainerService/GetModel",
+    "StreamExplain": "/seqlens.v1.SequenceExplainerService/StreamExplain",
     "ModelInfer": "/inference.GRPCInferenceService/ModelInfer",
     "ModelMetadata": "/inference.GRPCInferenceService/ModelMetadata",
 }
@@ -142,7 +142,7 @@ def test_fuzz_stream_explain(channel: grpc.Channel, items: list[explain_pb2.Expl
 def _seeds() -> list[tuple[str, bytes]]:
     """Valid serialized requests of each RPC: the mutation corpus."""
     x = np.random.default_rng(0).normal(size=(6, 3)).astype("<f4")
-    features = types_pb2.SequenceInput(features=types_pb2.Tensor(dtype=types_pb2.FLOAT32, shape=[6, 3],
+    features = types_pb2.SequenceInput(features=types_pb2.Tensor(dtype=types_pb2.DATA_TYPE_FLOAT32, shape=[6, 3],
                                                                   data=x.tobytes()))
     text = types_pb2.SequenceInput(text="a good film , not dull !")
     ids = types_pb2.SequenceInput(token_ids=types_pb2.TokenIds(ids=[2, 3, 4, 5, 16]))
@@ -157,7 +157,7 @@ def _seeds() -> list[tuple[str, bytes]]:
                      explain_pb2.AttributionMethod(name="occlusion", window=2)],
             target=explain_pb2.Target(label="pos"), faithfulness=True)),
         ("Explain", explain_pb2.ExplainRequest(
-            model_name="series", input=features, baseline=explain_pb2.Baseline(kind=explain_pb2.ZEROS),
+            model_name="series", input=features, baseline=explain_pb2.Baseline(kind=explain_pb2.BASELINE_KIND_ZEROS),
             methods=[explain_pb2.AttributionMethod(name="saliency")])),
         ("ModelInfer", oip.ModelInferRequest(
             model_name="words", inputs=[tensor(name="inputs", datatype="INT64", shape=[2, 3]),

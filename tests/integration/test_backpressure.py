@@ -97,7 +97,7 @@ def test_a_flood_beyond_the_queue_is_refused_before_any_queued_work_and_nothing_
 
     async def main() -> tuple[list[tuple[grpc.StatusCode, str]], list[tuple[grpc.StatusCode, str]], float]:
         async with grpc.aio.insecure_channel(server.target) as channel:
-            stub = service_pb2_grpc.SequenceExplainerStub(channel)
+            stub = service_pb2_grpc.SequenceExplainerServiceStub(channel)
             await stub.Predict(_request(3, 0), timeout=TIMEOUT)  # warm up the channel and the batcher
             ran_before = _sequences_run(server)
             gate = _Gate(server)
@@ -127,7 +127,7 @@ def test_a_flood_beyond_the_queue_is_refused_before_any_queued_work_and_nothing_
 def test_a_short_deadline_on_a_queued_prediction_frees_its_place(server: ServerThread) -> None:
     async def main() -> tuple[list[tuple[grpc.StatusCode, str]], tuple[grpc.StatusCode, str], float]:
         async with grpc.aio.insecure_channel(server.target) as channel:
-            stub = service_pb2_grpc.SequenceExplainerStub(channel)
+            stub = service_pb2_grpc.SequenceExplainerServiceStub(channel)
             await stub.Predict(_request(3, 0), timeout=TIMEOUT)
             ran_before = _sequences_run(server)
             gate = _Gate(server)
@@ -158,7 +158,7 @@ def test_a_short_deadline_on_a_queued_prediction_frees_its_place(server: ServerT
 def test_cancelled_calls_leave_the_queue(server: ServerThread) -> None:
     async def main() -> tuple[list[tuple[grpc.StatusCode, str]], float]:
         async with grpc.aio.insecure_channel(server.target) as channel:
-            stub = service_pb2_grpc.SequenceExplainerStub(channel)
+            stub = service_pb2_grpc.SequenceExplainerServiceStub(channel)
             await stub.Predict(_request(3, 0), timeout=TIMEOUT)
             ran_before = _sequences_run(server)
             gate = _Gate(server)
@@ -202,7 +202,7 @@ def _explain(n_steps: int, length: int = 400) -> explain_pb2.ExplainRequest:
     return explain_pb2.ExplainRequest(
         model_name="words", input=types_pb2.SequenceInput(token_ids=types_pb2.TokenIds(ids=ids)),
         methods=[explain_pb2.AttributionMethod(name="integrated_gradients", n_steps=n_steps,
-                                               quadrature=explain_pb2.RIEMANN_MIDDLE)])
+                                               quadrature=explain_pb2.QUADRATURE_RIEMANN_MIDDLE)])
 
 
 def _torch_runs(server: ServerThread) -> float:
@@ -214,7 +214,7 @@ def test_a_short_deadline_stops_a_long_explanation_and_frees_the_worker(explain_
     """After the deadline the long explanation runs at most its chunk in progress (torch runs
     stop), and the only worker serves the next explanation."""
     with grpc.insecure_channel(explain_server.target) as channel:
-        stub = service_pb2_grpc.SequenceExplainerStub(channel)
+        stub = service_pb2_grpc.SequenceExplainerServiceStub(channel)
         before = _torch_runs(explain_server)
         stub.Explain(_explain(4, length=20), timeout=TIMEOUT)
         quick_runs = _torch_runs(explain_server) - before  # the same quick explanation, measured alone
@@ -231,7 +231,7 @@ def test_a_short_deadline_stops_a_long_explanation_and_frees_the_worker(explain_
 def test_predictions_are_answered_while_explanations_run(explain_server: ServerThread) -> None:
     async def main() -> int:
         async with grpc.aio.insecure_channel(explain_server.target) as channel:
-            stub = service_pb2_grpc.SequenceExplainerStub(channel)
+            stub = service_pb2_grpc.SequenceExplainerServiceStub(channel)
             predict = predict_pb2.PredictRequest(model_name="words", inputs=[
                 types_pb2.SequenceInput(token_ids=types_pb2.TokenIds(ids=[2, 3, 4, 5]))])
             await stub.Predict(predict, timeout=TIMEOUT)

@@ -57,7 +57,7 @@ def _as_input(x: np.ndarray) -> types_pb2.SequenceInput:
     if x.dtype == np.int64:
         return types_pb2.SequenceInput(token_ids=types_pb2.TokenIds(ids=x.tolist()))
     a = np.ascontiguousarray(x, dtype="<f4")
-    return types_pb2.SequenceInput(features=types_pb2.Tensor(dtype=types_pb2.FLOAT32, shape=list(a.shape),
+    return types_pb2.SequenceInput(features=types_pb2.Tensor(dtype=types_pb2.DATA_TYPE_FLOAT32, shape=list(a.shape),
                                                              data=a.tobytes()))
 
 
@@ -81,7 +81,7 @@ def test_concurrent_predict_callers_get_unbatched_answers(repo: Path, server: Se
 
     async def main() -> list[predict_pb2.PredictResponse]:
         async with grpc.aio.insecure_channel(server.target) as channel:
-            stub = service_pb2_grpc.SequenceExplainerStub(channel)
+            stub = service_pb2_grpc.SequenceExplainerServiceStub(channel)
             calls = [stub.Predict(predict_pb2.PredictRequest(model_name=name, inputs=[_as_input(s) for s in seqs]),
                                   timeout=TIMEOUT) for seqs in requests]
             return list(await asyncio.gather(*calls))

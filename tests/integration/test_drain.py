@@ -116,7 +116,7 @@ def test_sigterm_under_load_loses_no_call(serve: Serve) -> None:
     outcomes: list[Outcome] = []
     statuses: list[int] = []
 
-    async def caller(stub: service_pb2_grpc.SequenceExplainerStub, k: int, stop_at: list[float]) -> None:
+    async def caller(stub: service_pb2_grpc.SequenceExplainerServiceStub, k: int, stop_at: list[float]) -> None:
         i = 0
         while not stop_at or time.monotonic() < stop_at[0]:
             t0 = time.monotonic()
@@ -140,7 +140,7 @@ def test_sigterm_under_load_loses_no_call(serve: Serve) -> None:
 
     async def main() -> float:
         async with grpc.aio.insecure_channel(serve.target) as channel:
-            stub = service_pb2_grpc.SequenceExplainerStub(channel)
+            stub = service_pb2_grpc.SequenceExplainerServiceStub(channel)
             await stub.Predict(_request(0), timeout=30)  # connected and warm
             watcher = asyncio.ensure_future(watch_health(channel))
             stop_at: list[float] = []
@@ -184,7 +184,7 @@ def test_the_drain_is_bounded_by_the_grace_period(repo: Path) -> None:
     try:
         async def main() -> list[grpc.StatusCode]:
             async with grpc.aio.insecure_channel(server.target) as channel:
-                stub = service_pb2_grpc.SequenceExplainerStub(channel)
+                stub = service_pb2_grpc.SequenceExplainerServiceStub(channel)
                 await stub.Predict(_request(0), timeout=30)
                 # seconds of work (tokenizing and ONNX Runtime): 6 calls x 128 sequences x 1000 steps
                 calls = [stub.Predict(_request(i, n=128, length=1000), timeout=60) for i in range(6)]
@@ -218,7 +218,7 @@ def test_sigint_drains_like_sigterm_and_the_token_never_reaches_the_logs(repo: P
     server = Serve(repo, GRACE_S, SEQLENS_AUTH_TOKEN=token)
     try:
         with grpc.insecure_channel(server.target) as channel:
-            stub = service_pb2_grpc.SequenceExplainerStub(channel)
+            stub = service_pb2_grpc.SequenceExplainerServiceStub(channel)
             auth = [("authorization", f"Bearer {token}")]
             assert stub.Predict(_request(0, length=5), timeout=30, metadata=auth).predictions[0].label
             bad = predict_pb2.PredictRequest(model_name="nope", inputs=[types_pb2.SequenceInput(text="x")])

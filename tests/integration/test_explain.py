@@ -24,7 +24,7 @@ from seqlens_client._proto.seqlens.v1 import explain_pb2, models_pb2, service_pb
 from tests.conftest import ServerThread
 from tests.factories import export_tiny
 
-Stub = service_pb2_grpc.SequenceExplainerStub
+Stub = service_pb2_grpc.SequenceExplainerServiceStub
 MODELS = {
     "words": {"cell": "lstm", "task": "classification", "tokens": True},
     "tagger": {"cell": "gru", "task": "tagging", "tokens": True, "bidirectional": True},
@@ -51,7 +51,7 @@ def server(repo: Path) -> Iterator[ServerThread]:
 @pytest.fixture
 def stub(server: ServerThread) -> Iterator[Stub]:
     with grpc.insecure_channel(server.target) as channel:
-        yield service_pb2_grpc.SequenceExplainerStub(channel)
+        yield service_pb2_grpc.SequenceExplainerServiceStub(channel)
 
 
 def _decode(t: types_pb2.Tensor) -> np.ndarray:
@@ -60,7 +60,7 @@ def _decode(t: types_pb2.Tensor) -> np.ndarray:
 
 def _features(x: np.ndarray) -> types_pb2.SequenceInput:
     x = np.ascontiguousarray(x, dtype="<f4")
-    return types_pb2.SequenceInput(features=types_pb2.Tensor(dtype=types_pb2.FLOAT32, shape=list(x.shape),
+    return types_pb2.SequenceInput(features=types_pb2.Tensor(dtype=types_pb2.DATA_TYPE_FLOAT32, shape=list(x.shape),
                                                              data=x.tobytes()))
 
 
@@ -108,7 +108,7 @@ def test_explain_over_grpc_equals_the_in_process_explainer(repo: Path, server: S
     called = time.perf_counter()
     resp = stub.Explain(explain_pb2.ExplainRequest(
         request_id="r1", model_name=name, input=wire, methods=METHODS, faithfulness=True,
-        target=explain_pb2.Target(output_space=explain_pb2.LOGIT)))
+        target=explain_pb2.Target(output_space=explain_pb2.OUTPUT_SPACE_LOGIT)))
     answered = time.perf_counter() - called
     request = ExplainRequest(name, item, methods=DOMAIN_METHODS, target=TargetSpec(), faithfulness=True)
     local = explain(load_model(repo, name), request, Settings(**SERVER_SETTINGS))
@@ -206,7 +206,7 @@ def test_stream_explain_echoes_ids_and_one_bad_item_fails_only_itself(stub: Stub
     (_words("e", explain_pb2.AttributionMethod(name="integrated_gradients", quadrature=17)),
      grpc.StatusCode.INVALID_ARGUMENT, "methods[0].quadrature has unknown value 17"),
     (_words("f", explain_pb2.AttributionMethod(name="occlusion", window=1),
-            baseline=explain_pb2.Baseline(kind=explain_pb2.ZEROS)),
+            baseline=explain_pb2.Baseline(kind=explain_pb2.BASELINE_KIND_ZEROS)),
      grpc.StatusCode.INVALID_ARGUMENT, "ZEROS"),
     (_words("g", target=explain_pb2.Target(label="nope")), grpc.StatusCode.INVALID_ARGUMENT, "target.label"),
     (_words("h", *HEAVY), grpc.StatusCode.RESOURCE_EXHAUSTED, "max_explain_work"),
@@ -255,7 +255,7 @@ def one_row_server(repo: Path) -> Iterator[ServerThread]:
 
 def test_deadline_cancels_work_between_chunks(one_row_server: ServerThread) -> None:
     with grpc.insecure_channel(one_row_server.target) as channel:
-        stub = service_pb2_grpc.SequenceExplainerStub(channel)
+        stub = service_pb2_grpc.SequenceExplainerServiceStub(channel)
         before = _torch_runs(one_row_server)
         _quick(stub)
         quick_runs = _torch_runs(one_row_server) - before
@@ -272,7 +272,7 @@ def test_deadline_cancels_work_between_chunks(one_row_server: ServerThread) -> N
 def test_cancelled_call_stops_its_work_and_a_full_queue_sheds_load(one_row_server: ServerThread) -> None:
     registry = one_row_server.server.metrics.registry
     with grpc.insecure_channel(one_row_server.target) as channel:
-        stub = service_pb2_grpc.SequenceExplainerStub(channel)
+        stub = service_pb2_grpc.SequenceExplainerServiceStub(channel)
         before = _torch_runs(one_row_server)
         _quick(stub)
         quick_runs = _torch_runs(one_row_server) - before

@@ -22,7 +22,7 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _explain(target: str) -> np.ndarray:
     with grpc.insecure_channel(target) as channel:
-        reply = service_pb2_grpc.SequenceExplainerStub(channel).Explain(explain_pb2.ExplainRequest(
+        reply = service_pb2_grpc.SequenceExplainerServiceStub(channel).Explain(explain_pb2.ExplainRequest(
             model_name="words", input=types_pb2.SequenceInput(token_ids=types_pb2.TokenIds(ids=[2, 5, 7, 9, 3, 4])),
             methods=[explain_pb2.AttributionMethod(name="integrated_gradients", n_steps=40)]))
     scores = reply.attributions[0].scores

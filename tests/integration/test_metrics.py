@@ -75,7 +75,7 @@ def test_metrics_page_has_the_designed_families_and_counts_the_calls(server: Ser
     before = _scrape(server)
     ok_calls, seqs_per_call = 7, 3
     with grpc.insecure_channel(server.target) as channel:
-        stub = service_pb2_grpc.SequenceExplainerStub(channel)
+        stub = service_pb2_grpc.SequenceExplainerServiceStub(channel)
         for i in range(ok_calls):
             stub.Predict(predict_pb2.PredictRequest(model_name="words", inputs=_words(seqs_per_call, i)), timeout=10)
         bad = predict_pb2.PredictRequest(model_name="words", inputs=[
@@ -134,7 +134,7 @@ def test_request_id_is_echoed_and_tags_the_log_lines(server: ServerThread) -> No
     logger.setLevel(logging.INFO)
     try:
         with grpc.insecure_channel(server.target) as channel:
-            stub = service_pb2_grpc.SequenceExplainerStub(channel)
+            stub = service_pb2_grpc.SequenceExplainerServiceStub(channel)
             ok = predict_pb2.PredictRequest(model_name="words", inputs=_words(1, 0))
             _, call = stub.Predict.with_call(ok, metadata=(("x-request-id", "req-ok-1"),), timeout=10)
             assert dict(call.trailing_metadata())["x-request-id"] == "req-ok-1"

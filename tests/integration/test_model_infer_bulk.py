@@ -53,11 +53,11 @@ def _predict_error(target: str, model: str, rows: list[np.ndarray]) -> tuple[grp
         if r.dtype == np.int64:
             return types_pb2.SequenceInput(token_ids=types_pb2.TokenIds(ids=r.tolist()))
         a = np.ascontiguousarray(r, dtype="<f4")
-        return types_pb2.SequenceInput(features=types_pb2.Tensor(dtype=types_pb2.FLOAT32, shape=list(a.shape),
+        return types_pb2.SequenceInput(features=types_pb2.Tensor(dtype=types_pb2.DATA_TYPE_FLOAT32, shape=list(a.shape),
                                                                  data=a.tobytes()))
 
     with grpc.insecure_channel(target) as channel, pytest.raises(grpc.RpcError) as err:
-        service_pb2_grpc.SequenceExplainerStub(channel).Predict(
+        service_pb2_grpc.SequenceExplainerServiceStub(channel).Predict(
             predict_pb2.PredictRequest(model_name=model, inputs=[one(r) for r in rows]))
     return err.value.code(), err.value.details()  # type: ignore[attr-defined]
 

@@ -137,7 +137,7 @@ def test_a_blank_line_is_an_error_row_at_its_own_index(server: ServerThread, sdk
 # --- 4. inapplicable options on the server ------------------------------------------
 def test_the_server_refuses_an_option_the_method_does_not_take(server: ServerThread) -> None:
     with grpc.insecure_channel(server.target) as channel:
-        stub = service_pb2_grpc.SequenceExplainerStub(channel)
+        stub = service_pb2_grpc.SequenceExplainerServiceStub(channel)
         req = explain_pb2.ExplainRequest(model_name="words", input=types_pb2.SequenceInput(text=TEXT),
                                          methods=[explain_pb2.AttributionMethod(name="saliency", window=3)])
         with pytest.raises(grpc.RpcError) as err:

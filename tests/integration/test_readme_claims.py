@@ -66,7 +66,7 @@ class _Fault(torch.nn.Module):
 def test_internal_errors_carry_only_the_request_id(server: ServerThread, channel: grpc.Channel) -> None:
     loaded = server.server.registry.get("broken")
     loaded.torch_module.head = _Fault()  # the fault: gradient work raises an unmapped exception
-    stub = service_pb2_grpc.SequenceExplainerStub(channel)
+    stub = service_pb2_grpc.SequenceExplainerServiceStub(channel)
     with pytest.raises(grpc.RpcError) as info:
         stub.Explain(_explain("broken", name="saliency"), timeout=TIMEOUT, metadata=[("x-request-id", "rid-42")])
     assert info.value.code() == grpc.StatusCode.INTERNAL  # type: ignore[attr-defined]
@@ -78,7 +78,7 @@ def test_internal_errors_carry_only_the_request_id(server: ServerThread, channel
 
 
 def test_request_id_is_cut_to_128_characters_and_echoed(channel: grpc.Channel) -> None:
-    stub = service_pb2_grpc.SequenceExplainerStub(channel)
+    stub = service_pb2_grpc.SequenceExplainerServiceStub(channel)
     rid = "r" * 100 + "x" * 200
     _, call = stub.ListModels.with_call(models_pb2.ListModelsRequest(), timeout=TIMEOUT,
                                         metadata=[("x-request-id", rid)])
@@ -112,7 +112,7 @@ def test_relative_delta_histogram_observes_the_answer(server: ServerThread, chan
     labels = {"model": "words", "method": "integrated_gradients"}
     before = registry.get_sample_value("seqlens_attribution_relative_delta_sum", labels) or 0.0
     count = registry.get_sample_value("seqlens_attribution_relative_delta_count", labels) or 0.0
-    stub = service_pb2_grpc.SequenceExplainerStub(channel)
+    stub = service_pb2_grpc.SequenceExplainerServiceStub(channel)
     [att] = stub.Explain(_explain("words", name="integrated_gradients", n_steps=4), timeout=TIMEOUT).attributions
     expected = abs(att.convergence_delta) / abs(att.target_at_input - att.target_at_baseline)
     assert registry.get_sample_value("seqlens_attribution_relative_delta_count", labels) == count + 1

@@ -208,7 +208,7 @@ def test_explain_decodes_exactly_what_the_server_sent(client: Client, server: Se
     exp = client.explain("words", TEXT, Method("integrated_gradients", n_steps=32), target="pos",
                          state=StateOptions(include_hidden=True))
     with grpc.insecure_channel(server.target) as ch:  # the raw answer, decoded here with np.frombuffer
-        raw = service_pb2_grpc.SequenceExplainerStub(ch).Explain(explain_pb2.ExplainRequest(
+        raw = service_pb2_grpc.SequenceExplainerServiceStub(ch).Explain(explain_pb2.ExplainRequest(
             model_name="words", input=types_pb2.SequenceInput(text=TEXT),
             methods=[explain_pb2.AttributionMethod(name="integrated_gradients", n_steps=32)],
             target=explain_pb2.Target(label="pos"),

@@ -97,7 +97,7 @@ def test_mutual_tls_with_server_name_override_and_token(repo: Path, pki: Path) -
 
 
 # --- scripted servers -----------------------------------------------------------------
-class Scripted(service_pb2_grpc.SequenceExplainerServicer):
+class Scripted(service_pb2_grpc.SequenceExplainerServiceServicer):
     """ListModels fails with UNAVAILABLE ``fail_first`` times, then answers with its own name;
     GetModel always fails with INVALID_ARGUMENT; both record calls and metadata."""
 
@@ -141,7 +141,7 @@ def scripted() -> Iterator[Any]:
     def start(name: str, **kw: Any) -> tuple[Scripted, int]:
         servicer = Scripted(name, **kw)
         server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
-        service_pb2_grpc.add_SequenceExplainerServicer_to_server(servicer, server)
+        service_pb2_grpc.add_SequenceExplainerServiceServicer_to_server(servicer, server)
         port = server.add_insecure_port("127.0.0.1:0")
         server.start()
         servers.append(server)

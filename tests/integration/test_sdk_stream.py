@@ -21,7 +21,7 @@ from seqlens_client._proto.seqlens.v1 import explain_pb2, predict_pb2, service_p
 from seqlens_client.tensors import from_numpy
 
 
-class StreamServer(service_pb2_grpc.SequenceExplainerServicer):
+class StreamServer(service_pb2_grpc.SequenceExplainerServiceServicer):
     """Reads requests as fast as the client sends them and answers one every ``pace_s``, newest
     first. The attribution of text ``s`` is ``[len(s)]``; text "bad" gets an item error."""
 
@@ -89,7 +89,7 @@ def stream_server() -> Iterator[Any]:
     def start(pace_s: float = 0.01) -> tuple[StreamServer, str]:
         servicer = StreamServer(pace_s)
         server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
-        service_pb2_grpc.add_SequenceExplainerServicer_to_server(servicer, server)
+        service_pb2_grpc.add_SequenceExplainerServiceServicer_to_server(servicer, server)
         port = server.add_insecure_port("127.0.0.1:0")
         server.start()
         servers.append(server)

@@ -43,12 +43,12 @@ def server(repo: Path):  # type: ignore[no-untyped-def]
 @pytest.fixture
 def stub(server):  # type: ignore[no-untyped-def]
     with grpc.insecure_channel(server.target) as channel:
-        yield service_pb2_grpc.SequenceExplainerStub(channel)
+        yield service_pb2_grpc.SequenceExplainerServiceStub(channel)
 
 
 def _features(x: np.ndarray) -> types_pb2.SequenceInput:
     x = np.ascontiguousarray(x, dtype="<f4")
-    return types_pb2.SequenceInput(features=types_pb2.Tensor(dtype=types_pb2.FLOAT32, shape=list(x.shape),
+    return types_pb2.SequenceInput(features=types_pb2.Tensor(dtype=types_pb2.DATA_TYPE_FLOAT32, shape=list(x.shape),
                                                              data=x.tobytes()))
 
 
@@ -154,7 +154,7 @@ BAD = [
         types_pb2.SequenceInput(features=types_pb2.Tensor(shape=[-1, 3], data=b""))]),
      grpc.StatusCode.INVALID_ARGUMENT, "invalid"),
     ("int features", predict_pb2.PredictRequest(model_name="series", inputs=[
-        types_pb2.SequenceInput(features=types_pb2.Tensor(dtype=types_pb2.INT64, shape=[1, 3], data=b"\0" * 24))]),
+        types_pb2.SequenceInput(features=types_pb2.Tensor(dtype=types_pb2.DATA_TYPE_INT64, shape=[1, 3], data=b"\0" * 24))]),
      grpc.StatusCode.INVALID_ARGUMENT, "must be FLOAT32"),
     ("empty features", predict_pb2.PredictRequest(model_name="series", inputs=[_features(np.zeros((0, 3)))]),
      grpc.StatusCode.INVALID_ARGUMENT, "is empty"),
@@ -189,22 +189,22 @@ def test_health_and_reflection(server) -> None:  # type: ignore[no-untyped-def]
 
     with grpc.insecure_channel(server.target) as channel:
         health = health_pb2_grpc.HealthStub(channel)
-        for service in ("", "seqlens.v1.SequenceExplainer", "inference.GRPCInferenceService"):
+        for service in ("", "seqlens.v1.SequenceExplainerService", "inference.GRPCInferenceService"):
             assert health.Check(health_pb2.HealthCheckRequest(service=service)).status == \
                 health_pb2.HealthCheckResponse.SERVING
         refl = reflection_pb2_grpc.ServerReflectionStub(channel)
         reply = next(refl.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")])))
         names = {s.name for s in reply.list_services_response.service}
-        assert {"seqlens.v1.SequenceExplainer", "inference.GRPCInferenceService", "grpc.health.v1.Health"} <= names
+        assert {"seqlens.v1.SequenceExplainerService", "inference.GRPCInferenceService", "grpc.health.v1.Health"} <= names
 
 
 def test_list_and_get_model(stub) -> None:  # type: ignore[no-untyped-def]
     listed = {m.name: m for m in stub.ListModels(models_pb2.ListModelsRequest()).models}
     assert set(MODELS) <= set(listed)
-    assert listed["series"].input_kind == models_pb2.FEATURES and listed["words"].ready
+    assert listed["series"].input_kind == models_pb2.INPUT_KIND_FEATURES and listed["words"].ready
     info = stub.GetModel(models_pb2.GetModelRequest(name="tagger"))
-    assert info.task == models_pb2.TAGGING and info.architecture.bidirectional
-    assert info.versions[0].state == models_pb2.READY and info.versions[0].parity_max_abs_diff <= 1e-4
+    assert info.task == models_pb2.TASK_TAGGING and info.architecture.bidirectional
+    assert info.versions[0].state == models_pb2.VERSION_STATE_READY and info.versions[0].parity_max_abs_diff <= 1e-4
     assert list(info.labels) == ["neg", "neu", "pos"] and info.limits.max_length == 64
     assert _code(stub.GetModel, models_pb2.GetModelRequest(name="missing"))[0] == grpc.StatusCode.NOT_FOUND
 
@@ -226,9 +226,9 @@ def test_corrupt_version_is_refused_and_others_keep_serving(tmp_path: Path, star
     onnx_path.write_bytes(onnx_path.read_bytes()[:500])
     srv = start_server(repo)
     with grpc.insecure_channel(srv.target) as channel:
-        stub = service_pb2_grpc.SequenceExplainerStub(channel)
+        stub = service_pb2_grpc.SequenceExplainerServiceStub(channel)
         info = stub.GetModel(models_pb2.GetModelRequest(name="broken"))
-        assert info.versions[0].state == models_pb2.FAILED and "model.onnx" in info.versions[0].reason
+        assert info.versions[0].state == models_pb2.VERSION_STATE_FAILED and "model.onnx" in info.versions[0].reason
         code, details = _code(stub.Predict, predict_pb2.PredictRequest(
             model_name="broken", inputs=[types_pb2.SequenceInput(text="good")]))
         assert code == grpc.StatusCode.UNAVAILABLE and "no READY version" in details
@@ -244,7 +244,7 @@ def test_new_version_is_picked_up_and_removed_version_unloaded(tmp_path: Path, s
     srv = start_server(repo, poll_interval_s=0.1)
     req = predict_pb2.PredictRequest(model_name="m", inputs=[types_pb2.SequenceInput(text="the film")])
     with grpc.insecure_channel(srv.target) as channel:
-        stub = service_pb2_grpc.SequenceExplainerStub(channel)
+        stub = service_pb2_grpc.SequenceExplainerServiceStub(channel)
         assert stub.Predict(req).model_version == "1"
         export_tiny(repo, "m", version="2", seed=5)
         _wait_for(lambda: stub.Predict(req).model_version == "2")
@@ -266,7 +266,7 @@ def test_health_port_and_liveness_name(tmp_path: Path, start_server) -> None:  #
         check = health.Check
         assert check(health_pb2.HealthCheckRequest(service="liveness")).status == health_pb2.HealthCheckResponse.SERVING
         assert check(health_pb2.HealthCheckRequest()).status == health_pb2.HealthCheckResponse.NOT_SERVING
-        code, _ = _code(service_pb2_grpc.SequenceExplainerStub(channel).ListModels, models_pb2.ListModelsRequest())
+        code, _ = _code(service_pb2_grpc.SequenceExplainerServiceStub(channel).ListModels, models_pb2.ListModelsRequest())
         assert code == grpc.StatusCode.UNIMPLEMENTED  # only health on this port
 
 
@@ -285,7 +285,7 @@ def test_oip_liveness_and_readiness_answer_while_draining(tmp_path: Path, start_
         assert inference.ServerLive(oip.ServerLiveRequest()).live
         assert not inference.ServerReady(oip.ServerReadyRequest()).ready
         assert not inference.ModelReady(oip.ModelReadyRequest(name="m")).ready
-        code, details = _code(service_pb2_grpc.SequenceExplainerStub(channel).Predict, predict_pb2.PredictRequest(
+        code, details = _code(service_pb2_grpc.SequenceExplainerServiceStub(channel).Predict, predict_pb2.PredictRequest(
             model_name="m", inputs=[types_pb2.SequenceInput(text="good")]))
         assert code == grpc.StatusCode.UNAVAILABLE and "shutting down" in details
 

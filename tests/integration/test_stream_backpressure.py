@@ -30,7 +30,7 @@ def test_unread_answers_hold_back_new_items(tmp_path: Path, start_server) -> Non
         return value or 0.0
 
     with grpc.insecure_channel(srv.target) as channel:
-        stub = service_pb2_grpc.SequenceExplainerStub(channel)
+        stub = service_pb2_grpc.SequenceExplainerServiceStub(channel)
         stream = stub.StreamExplain(iter(items), timeout=600)  # liveness only
         first = next(stream)
         assert first.request_id == "0" and not first.HasField("error")

@@ -19,7 +19,7 @@ from tests.conftest import ServerThread
 from tests.factories import export_tiny
 
 TIMEOUT = 300.0  # a hang guard only: what is judged is the condition, never the time
-SERVICES = ["", "seqlens.v1.SequenceExplainer", "inference.GRPCInferenceService"]
+SERVICES = ["", "seqlens.v1.SequenceExplainerService", "inference.GRPCInferenceService"]
 
 
 def _until(condition: Callable[[], bool]) -> None:
@@ -54,7 +54,7 @@ def test_a_cancelled_stream_frees_its_worker_and_is_counted(tmp_path: Path, star
     labels = {"rpc": "StreamExplain", "model": "", "code": "CANCELLED"}
     cancelled_before = _sample(srv, "seqlens_requests_total", labels)
     with grpc.insecure_channel(srv.target) as channel:
-        stub = service_pb2_grpc.SequenceExplainerStub(channel)
+        stub = service_pb2_grpc.SequenceExplainerServiceStub(channel)
         before = _torch_runs(srv)
         stub.Explain(_item("q0", QUICK), timeout=TIMEOUT)
         quick_runs = _torch_runs(srv) - before
@@ -91,9 +91,9 @@ def test_health_checks_and_reflection_are_not_counted(tmp_path: Path, start_serv
                                 timeout=TIMEOUT).status == health_pb2.HealthCheckResponse.SERVING
         answers = list(reflection_pb2_grpc.ServerReflectionStub(channel).ServerReflectionInfo(
             iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=TIMEOUT))
-        assert any(s.name == "seqlens.v1.SequenceExplainer" for s in answers[0].list_services_response.service)
+        assert any(s.name == "seqlens.v1.SequenceExplainerService" for s in answers[0].list_services_response.service)
         assert counted() == before
-        service_pb2_grpc.SequenceExplainerStub(channel).Predict(predict_pb2.PredictRequest(
+        service_pb2_grpc.SequenceExplainerServiceStub(channel).Predict(predict_pb2.PredictRequest(
             model_name="m", inputs=[types_pb2.SequenceInput(text="good")]), timeout=TIMEOUT)
     assert counted() == before + 1  # the oracle does see an RPC that is counted
 
@@ -122,7 +122,7 @@ def test_a_real_drain_turns_every_service_not_serving_and_loses_no_call(tmp_path
 
     async def main() -> tuple[list[tuple[grpc.StatusCode, str]], list[tuple[grpc.StatusCode, str]]]:
         async with grpc.aio.insecure_channel(srv.target) as channel:
-            stub = service_pb2_grpc.SequenceExplainerStub(channel)
+            stub = service_pb2_grpc.SequenceExplainerServiceStub(channel)
             await stub.Predict(request, timeout=TIMEOUT)
             watches = [asyncio.ensure_future(watch(channel, s)) for s in SERVICES]
             await asyncio.to_thread(_until, lambda: all(statuses.values()))  # each watch saw SERVING

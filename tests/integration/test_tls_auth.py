@@ -30,7 +30,7 @@ from tests.security.certs import CertificateAuthority, Issued
 
 TOKENS = ("token-alpha-0123456789", "token-beta-0123456789")
 ENV_TOKEN = "token-from-env-0123456789"
-SERVICES = [service_pb2.DESCRIPTOR.services_by_name["SequenceExplainer"],
+SERVICES = [service_pb2.DESCRIPTOR.services_by_name["SequenceExplainerService"],
             oip.DESCRIPTOR.services_by_name["GRPCInferenceService"],
             reflection_pb2.DESCRIPTOR.services_by_name["ServerReflection"]]
 HEALTH = health_pb2.DESCRIPTOR.services_by_name["Health"]
@@ -130,7 +130,7 @@ def test_token_errors_are_precise_and_never_echo_the_token(token_server: ServerT
              ((("authorization", "Basic dXNlcjpwYXNz"),), "must be 'Bearer <token>'"),
              (_bearer("token-alpha-012345678"), "invalid bearer token")]
     with grpc.insecure_channel(token_server.target) as channel:
-        stub = service_pb2_grpc.SequenceExplainerStub(channel)
+        stub = service_pb2_grpc.SequenceExplainerServiceStub(channel)
         for metadata, message in cases:
             with pytest.raises(grpc.RpcError) as info:
                 stub.ListModels(models_pb2.ListModelsRequest(), metadata=metadata, timeout=10)
@@ -152,7 +152,7 @@ def test_refused_tokens_are_counted_in_metrics(token_server: ServerThread) -> No
 
     before = refused()
     with grpc.insecure_channel(token_server.target) as channel:
-        stub = service_pb2_grpc.SequenceExplainerStub(channel)
+        stub = service_pb2_grpc.SequenceExplainerServiceStub(channel)
         for _ in range(3):
             with pytest.raises(grpc.RpcError):
                 stub.ListModels(models_pb2.ListModelsRequest(), timeout=10)
@@ -163,7 +163,7 @@ def test_token_file_rotation_is_picked_up(repo: Path, tmp_path: Path) -> None:
     path = _token_file(tmp_path, ("first-token-0123456789",))
     with ServerThread(repo, auth_token_file=path, poll_interval_s=0) as srv, \
             grpc.insecure_channel(srv.target) as channel:
-        stub = service_pb2_grpc.SequenceExplainerStub(channel)
+        stub = service_pb2_grpc.SequenceExplainerServiceStub(channel)
 
         def accepted(token: str) -> bool:
             try:

@@ -130,7 +130,7 @@ def _sequences_seen(server: ServerThread) -> float:
 def test_hostile_texts_are_invalid_argument_and_the_server_keeps_serving(
         hf_server: ServerThread, text: str, message: str) -> None:
     with grpc.insecure_channel(hf_server.target, options=[("grpc.max_send_message_length", 64 << 20)]) as ch:
-        stub = service_pb2_grpc.SequenceExplainerStub(ch)
+        stub = service_pb2_grpc.SequenceExplainerServiceStub(ch)
         before = _sequences_seen(hf_server)
         with pytest.raises(grpc.RpcError) as info:
             stub.Predict(_predict_text(text), timeout=60)
@@ -153,7 +153,7 @@ def test_lone_surrogates_from_json_clients(hf_server: ServerThread) -> None:
         assert client.predict("reviews", "still serving").predictions[0].label
     raw = b"\x0a\x07reviews\x1a\x05\x0a\x03\xed\xa0\x80"  # inputs[0].text = UTF-8-encoded U+D800
     with grpc.insecure_channel(hf_server.target) as ch, pytest.raises(grpc.RpcError) as info:
-        ch.unary_unary("/seqlens.v1.SequenceExplainer/Predict")(raw, timeout=10)
+        ch.unary_unary("/seqlens.v1.SequenceExplainerService/Predict")(raw, timeout=10)
     assert info.value.code() == INVALID
 
 

@@ -62,7 +62,7 @@ def server(repo: Path) -> Iterator[ServeProcess]:
 
 def _features(x: np.ndarray) -> types_pb2.SequenceInput:
     x = np.ascontiguousarray(x, dtype="<f4")
-    return types_pb2.SequenceInput(features=types_pb2.Tensor(dtype=types_pb2.FLOAT32, shape=list(x.shape),
+    return types_pb2.SequenceInput(features=types_pb2.Tensor(dtype=types_pb2.DATA_TYPE_FLOAT32, shape=list(x.shape),
                                                              data=x.tobytes()))
 
 
@@ -70,7 +70,7 @@ def _scores(t: types_pb2.Tensor) -> np.ndarray:
     return np.frombuffer(t.data, dtype="<f4").reshape(list(t.shape))
 
 
-def _build_cases(repo: Path, explain_stub: service_pb2_grpc.SequenceExplainerStub) -> dict[str, list[Case]]:
+def _build_cases(repo: Path, explain_stub: service_pb2_grpc.SequenceExplainerServiceStub) -> dict[str, list[Case]]:
     """A pool of requests per kind, each with its oracle computed without load."""
     rng = np.random.default_rng(42)
     models = {name: load_model(repo, name) for name in ("words", "series", "tagger")}
@@ -165,7 +165,7 @@ def test_concurrent_callers_mixing_rpcs(repo: Path, server: ServeProcess,
                                         capsys: pytest.CaptureFixture[str]) -> None:
     channels = [grpc.insecure_channel(server.target) for _ in range(4)]
     try:
-        ours = [service_pb2_grpc.SequenceExplainerStub(c) for c in channels]
+        ours = [service_pb2_grpc.SequenceExplainerServiceStub(c) for c in channels]
         oips = [oip_grpc.GRPCInferenceServiceStub(c) for c in channels]
         cases = _build_cases(repo, ours[0])
         kinds = [kind for kind, _ in MIX]

@@ -68,7 +68,7 @@ def _ids(ids: list[int]) -> types_pb2.SequenceInput:
     return types_pb2.SequenceInput(token_ids=types_pb2.TokenIds(ids=ids))
 
 
-def _tensor(shape: list[int], data: bytes, dtype: int = types_pb2.FLOAT32) -> types_pb2.SequenceInput:
+def _tensor(shape: list[int], data: bytes, dtype: int = types_pb2.DATA_TYPE_FLOAT32) -> types_pb2.SequenceInput:
     return types_pb2.SequenceInput(features=types_pb2.Tensor(dtype=dtype, shape=shape, data=data))
 
 
@@ -152,18 +152,18 @@ EXPLAIN_CASES: list[tuple[str, str, Any, grpc.StatusCode, str]] = [
     ("unknown label on a tagger", "Explain", _explain_with(TAGGER, target=explain_pb2.Target(label="B-X")),
      INVALID, "'B-X'"),
     ("probability of a forecast", "Explain", _explain_with(FORECAST, target=explain_pb2.Target(
-        output_space=explain_pb2.PROBABILITY)), INVALID, "PROBABILITY needs classes"),
+        output_space=explain_pb2.OUTPUT_SPACE_PROBABILITY)), INVALID, "PROBABILITY needs classes"),
     ("unknown output space", "Explain", _explain_with(target=explain_pb2.Target(output_space=5)), INVALID,
      "output_space has unknown value 5"),
     ("unknown baseline kind", "Explain", _explain_with(baseline=explain_pb2.Baseline(kind=42)), INVALID,
      "baseline.kind has unknown value 42"),
-    ("custom baseline missing", "Explain", _explain_with(baseline=explain_pb2.Baseline(kind=explain_pb2.CUSTOM)),
+    ("custom baseline missing", "Explain", _explain_with(baseline=explain_pb2.Baseline(kind=explain_pb2.BASELINE_KIND_CUSTOM)),
      INVALID, "baseline.custom must be set"),
     ("custom baseline wrong length", "Explain", _explain_with(baseline=explain_pb2.Baseline(
-        kind=explain_pb2.CUSTOM, custom=_text("good"))), INVALID, "baseline.custom has shape"),
+        kind=explain_pb2.BASELINE_KIND_CUSTOM, custom=_text("good"))), INVALID, "baseline.custom has shape"),
     ("nan custom baseline", "Explain", explain_pb2.ExplainRequest(
         model_name=SERIES, input=_features(np.zeros((2, 3))), baseline=explain_pb2.Baseline(
-            kind=explain_pb2.CUSTOM, custom=_features(np.array([[0, 0, 0], [np.nan, 0, 0]])))), INVALID,
+            kind=explain_pb2.BASELINE_KIND_CUSTOM, custom=_features(np.array([[0, 0, 0], [np.nan, 0, 0]])))), INVALID,
      "NaN or inf"),
     ("unknown summary", "Explain", _explain_with(state=state_pb2.StateOptions(enabled=True,
                                                                                summaries=["x" * 10_000])),
@@ -190,7 +190,7 @@ CASES: list[tuple[str, str, Any, grpc.StatusCode, str]] = [
     ("bytes beyond shape", "Predict", _predict(SERIES, _tensor([1, 3], b"\0" * 16)), INVALID, "has 16 bytes"),
     ("unknown dtype enum", "Predict", _predict(SERIES, _tensor([1, 3], b"\0" * 12, dtype=7)), INVALID,
      "dtype 7 is not supported"),
-    ("int64 features", "Predict", _predict(SERIES, _tensor([1, 3], b"\0" * 24, dtype=types_pb2.INT64)), INVALID,
+    ("int64 features", "Predict", _predict(SERIES, _tensor([1, 3], b"\0" * 24, dtype=types_pb2.DATA_TYPE_INT64)), INVALID,
      "must be FLOAT32"),
     ("wrong feature count", "Predict", _predict(SERIES, _features(np.zeros((2, 5)))), INVALID, "needs [T, 3]"),
     ("too many timesteps", "Predict", _predict(SERIES, _features(np.zeros((65, 3)))), INVALID, "max_length=64"),
@@ -268,7 +268,7 @@ CASES: list[tuple[str, str, Any, grpc.StatusCode, str]] = [
 
 
 def _stubs(channel: grpc.Channel) -> dict[str, Any]:
-    ours, oips = service_pb2_grpc.SequenceExplainerStub(channel), oip_grpc.GRPCInferenceServiceStub(channel)
+    ours, oips = service_pb2_grpc.SequenceExplainerServiceStub(channel), oip_grpc.GRPCInferenceServiceStub(channel)
     return {"Predict": ours.Predict, "Explain": ours.Explain, "GetModel": ours.GetModel, "ModelInfer": oips.ModelInfer,
             "ModelMetadata": oips.ModelMetadata, "ModelReady": oips.ModelReady}
 
@@ -291,7 +291,7 @@ def test_hostile_stream_item_is_refused_precisely_before_any_model_run(
         server: ServerThread, channel: grpc.Channel, label: str, request_msg: Any, code: grpc.StatusCode,
         message: str) -> None:
     """The same Explain requests as StreamExplain items: an item error each, no model run."""
-    stub = service_pb2_grpc.SequenceExplainerStub(channel)
+    stub = service_pb2_grpc.SequenceExplainerServiceStub(channel)
     item = explain_pb2.ExplainRequest()
     item.CopyFrom(request_msg)
     item.request_id = "hostile-item"
@@ -304,7 +304,7 @@ def test_hostile_stream_item_is_refused_precisely_before_any_model_run(
 
 
 def test_oversize_message_is_resource_exhausted(server: ServerThread, channel: grpc.Channel) -> None:
-    stub = service_pb2_grpc.SequenceExplainerStub(channel)
+    stub = service_pb2_grpc.SequenceExplainerServiceStub(channel)
     big = _predict(SERIES, _tensor([1, 3], b"\0" * (MAX_MESSAGE + 1)))
     with pytest.raises(grpc.RpcError) as info:
         stub.Predict(big, timeout=10)
@@ -328,7 +328,7 @@ UNICODE = {
 @pytest.mark.parametrize("model", [WORDS, CHARS])
 def test_unicode_text_tokens_point_into_the_text(channel: grpc.Channel, model: str, text: str) -> None:
     """Offsets are code points into the request text; every token's span is its surface text."""
-    stub = service_pb2_grpc.SequenceExplainerStub(channel)
+    stub = service_pb2_grpc.SequenceExplainerServiceStub(channel)
     pred = stub.Predict(_predict(model, _text(text)), timeout=10).predictions[0]
     assert pred.length == len(pred.tokens) > 0
     for tok in pred.tokens:
@@ -339,7 +339,7 @@ def test_unicode_text_tokens_point_into_the_text(channel: grpc.Channel, model: s
 
 def test_longest_accepted_text_is_served_by_one_run(server: ServerThread, channel: grpc.Channel) -> None:
     """At the character cap but within max_length tokens: served, not refused, by one ONNX Runtime run."""
-    stub = service_pb2_grpc.SequenceExplainerStub(channel)
+    stub = service_pb2_grpc.SequenceExplainerServiceStub(channel)
     text = ("good" + " " * 60) * 64  # 64 tokens in 4096 characters
     before = (_model_runs(server, "onnxruntime"), _model_runs(server, "torch"))
     pred = stub.Predict(_predict(WORDS, _text(text)), timeout=30).predictions[0]
@@ -348,7 +348,7 @@ def test_longest_accepted_text_is_served_by_one_run(server: ServerThread, channe
 
 
 def test_server_still_serves_after_the_hostile_requests(server: ServerThread, channel: grpc.Channel) -> None:
-    stub = service_pb2_grpc.SequenceExplainerStub(channel)
+    stub = service_pb2_grpc.SequenceExplainerServiceStub(channel)
     before = (_model_runs(server, "onnxruntime"), _model_runs(server, "torch"))
     assert stub.Predict(_predict(WORDS, _text("a good film")), timeout=30).predictions[0].label
     assert (_model_runs(server, "onnxruntime"), _model_runs(server, "torch")) == (before[0] + 1, before[1])
@@ -370,8 +370,8 @@ SURROGATE_TEXT = b"\x0a\x05words\x1a\x05\x0a\x03\xed\xa0\x80"
 
 
 @pytest.mark.parametrize("payload", list(UNDECODABLE.values()), ids=list(UNDECODABLE))
-@pytest.mark.parametrize("path", ["/seqlens.v1.SequenceExplainer/Predict", "/seqlens.v1.SequenceExplainer/Explain",
-                                  "/seqlens.v1.SequenceExplainer/GetModel",
+@pytest.mark.parametrize("path", ["/seqlens.v1.SequenceExplainerService/Predict", "/seqlens.v1.SequenceExplainerService/Explain",
+                                  "/seqlens.v1.SequenceExplainerService/GetModel",
                                   "/inference.GRPCInferenceService/ModelInfer"])
 def test_undecodable_bytes_are_invalid_argument(channel: grpc.Channel, path: str, payload: bytes) -> None:
     """Bytes that do not parse as the request type: INVALID_ARGUMENT naming the type, not UNKNOWN."""
@@ -383,13 +383,13 @@ def test_undecodable_bytes_are_invalid_argument(channel: grpc.Channel, path: str
 
 def test_surrogate_in_nested_text_is_invalid_argument(channel: grpc.Channel) -> None:
     with pytest.raises(grpc.RpcError) as info:
-        channel.unary_unary("/seqlens.v1.SequenceExplainer/Predict")(SURROGATE_TEXT, timeout=10)
+        channel.unary_unary("/seqlens.v1.SequenceExplainerService/Predict")(SURROGATE_TEXT, timeout=10)
     assert info.value.code() == INVALID and "bad UTF-8" in info.value.details()
 
 
 def test_undecodable_item_in_a_stream_fails_the_stream_precisely(channel: grpc.Channel) -> None:
     good = _explain(name="saliency").SerializeToString()
-    stream = channel.stream_stream("/seqlens.v1.SequenceExplainer/StreamExplain")
+    stream = channel.stream_stream("/seqlens.v1.SequenceExplainerService/StreamExplain")
     with pytest.raises(grpc.RpcError) as info:
         list(stream(iter([good, SURROGATE_TEXT]), timeout=20))
     assert info.value.code() == INVALID, info.value.details()

@@ -256,12 +256,12 @@ def server(hostile_repo: tuple[Path, Path]) -> Iterator[ServerThread]:
 
 def test_get_model_shows_failed_versions_and_the_rest_keeps_serving(server: ServerThread) -> None:
     with grpc.insecure_channel(server.target) as channel:
-        stub = service_pb2_grpc.SequenceExplainerStub(channel)
+        stub = service_pb2_grpc.SequenceExplainerServiceStub(channel)
         for case, (_, reason) in CASES.items():
             info = stub.GetModel(models_pb2.GetModelRequest(name=_model_name(case)), timeout=10)
-            assert [(v.state, reason in v.reason) for v in info.versions] == [(models_pb2.FAILED, True)], case
+            assert [(v.state, reason in v.reason) for v in info.versions] == [(models_pb2.VERSION_STATE_FAILED, True)], case
         mixed = stub.GetModel(models_pb2.GetModelRequest(name="mixed"), timeout=10)
-        assert [v.state for v in mixed.versions] == [models_pb2.READY, models_pb2.FAILED]
+        assert [v.state for v in mixed.versions] == [models_pb2.VERSION_STATE_READY, models_pb2.VERSION_STATE_FAILED]
         assert mixed.default_version == "1"
         text = [types_pb2.SequenceInput(text="a good film")]
         assert stub.Predict(predict_pb2.PredictRequest(model_name="mixed", inputs=text),

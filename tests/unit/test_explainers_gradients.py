@@ -59,7 +59,8 @@ family_repo, family = common.family_repo, common.family  # the shared session fi
 pytestmark = pytest.mark.filterwarnings("ignore:Input Tensor 0 did not already require gradients")
 
 Family = Callable[[str], LoadedVersion]
-QUADRATURES = ["gausslegendre", "riemann_trapezoid", "riemann_left", "riemann_right", "riemann_middle"]
+QUADRATURES = ["gauss_legendre", "riemann_trapezoid", "riemann_left", "riemann_right", "riemann_middle"]
+CAPTUM_RULE = {"gauss_legendre": "gausslegendre"}  # Captum's spelling of the one rule it writes differently
 
 
 def _ctx(length: int) -> PlanContext:
@@ -67,7 +68,7 @@ def _ctx(length: int) -> PlanContext:
                        baseline_replaces_ids=True, adaptive_budget=4_000_000)
 
 
-def _ig(problem, n: int, rule: str = "gausslegendre"):  # type: ignore[no-untyped-def]
+def _ig(problem, n: int, rule: str = "gauss_legendre"):  # type: ignore[no-untyped-def]
     return run_plan(OurIG(n, rule, False, 0.01, n, problem.length), problem)  # type: ignore[arg-type]
 
 
@@ -108,7 +109,7 @@ def test_ig_quadratures_equal_captum(family: Family, name: str, rule: str) -> No
     fwd = forward_embedding(loaded, t) if loaded.config.is_tokens else forward_inputs(loaded, t)
     ref = IntegratedGradients(fwd).attribute(problem.x[None], problem.b[None], target=captum_target(t),
                                              additional_forward_args=lengths_arg(problem), n_steps=16,
-                                             method=rule)
+                                             method=CAPTUM_RULE.get(rule, rule))
     assert_rel(ours.full, ref)
 
 
@@ -172,7 +173,7 @@ def test_gauss_kronrod_pair_is_nested_and_exact_to_its_degrees() -> None:
             assert gauss @ nodes**k == pytest.approx(1 / (k + 1), rel=1e-13)
 
 
-@pytest.mark.parametrize("rule", ["gausslegendre", "riemann_trapezoid"])
+@pytest.mark.parametrize("rule", ["gauss_legendre", "riemann_trapezoid"])
 @pytest.mark.parametrize("name", ["lstm_tokens_cls", "lstm_features_bi2_cls", "gru_tokens_bi_tag"])
 def test_adaptive_ig_meets_its_tolerance(family: Family, name: str, rule: str) -> None:
     loaded = family(name)
@@ -185,9 +186,9 @@ def test_adaptive_ig_meets_its_tolerance(family: Family, name: str, rule: str) -
     assert ours.converged
     gap = abs(ours.target_at_input - ours.target_at_baseline)
     assert abs(ours.convergence_delta) <= tol * gap + integrated_gradients.DELTA_FLOOR
-    reference = integrate(problem, "gausslegendre", 512)
+    reference = integrate(problem, "gauss_legendre", 512)
     assert relative_l1(torch.from_numpy(ours.full), reference) <= tol
-    if rule == "gausslegendre":  # panels of 15 rows: 2 to start, then 2 or 3 per refined panel
+    if rule == "gauss_legendre":  # panels of 15 rows: 2 to start, then 2 or 3 per refined panel
         assert plan.panels == 2 and ours.n_steps % 15 == 0 and 30 <= ours.n_steps <= plan.cap
     else:
         assert ours.n_steps in plan.ladder()
@@ -209,14 +210,14 @@ def test_adaptive_ig_refines_a_sharp_path_within_tolerance(family: Family) -> No
     plan = integrated_gradients.plan(MethodOptions("integrated_gradients", adaptive=True, tolerance=0.01),
                                      _ctx(problem.length))
     ours = run_plan(plan, problem)
-    fine = integrate(problem, "gausslegendre", 1024)
-    assert relative_l1(integrate(problem, "gausslegendre", 16), fine) > 0.01  # 16 nodes are not enough here
-    assert relative_l1(integrate(problem, "gausslegendre", 512), fine) < 1e-4  # the reference has converged
+    fine = integrate(problem, "gauss_legendre", 1024)
+    assert relative_l1(integrate(problem, "gauss_legendre", 16), fine) > 0.01  # 16 nodes are not enough here
+    assert relative_l1(integrate(problem, "gauss_legendre", 512), fine) < 1e-4  # the reference has converged
     assert ours.converged and ours.n_steps > 30  # it refined panels beyond the first two
     assert relative_l1(torch.from_numpy(ours.full), fine) <= 0.01
 
 
-@pytest.mark.parametrize("rule", ["gausslegendre", "riemann_trapezoid"])
+@pytest.mark.parametrize("rule", ["gauss_legendre", "riemann_trapezoid"])
 def test_adaptive_ig_reports_not_converged_at_its_step_cap(family: Family, rule: str) -> None:
     problem = make_problem(family("lstm_tokens_cls"), sample_values(family("lstm_tokens_cls"), length=20))
     plan = integrated_gradients.plan(
@@ -224,21 +225,21 @@ def test_adaptive_ig_reports_not_converged_at_its_step_cap(family: Family, rule:
                       quadrature=rule),  # type: ignore[arg-type]
         _ctx(problem.length))
     ours = run_plan(plan, problem)
-    if rule == "gausslegendre":  # one panel (15 rows); refining it (30 or 45 more) would pass 32
+    if rule == "gauss_legendre":  # one panel (15 rows); refining it (30 or 45 more) would pass 32
         assert plan.panels == 1 and ours.n_steps == 15
     else:
         assert plan.ladder() == [8, 16, 32] and ours.n_steps == 32
     assert not ours.converged
 
 
-@pytest.mark.parametrize("rule", ["gausslegendre", "riemann_trapezoid"])
+@pytest.mark.parametrize("rule", ["gauss_legendre", "riemann_trapezoid"])
 def test_adaptive_cap_follows_the_work_budget(rule: str) -> None:
     ctx = _ctx(100)
     budget = 100 * (8 + 16 + 32 + 40)  # room for the rungs 8, 16, 32; not for 64
     plan = integrated_gradients.plan(MethodOptions("integrated_gradients", adaptive=True,
                                                    quadrature=rule),  # type: ignore[arg-type]
                                      dataclasses.replace(ctx, adaptive_budget=budget))
-    if rule == "gausslegendre":  # Gauss-Kronrod: gradient rows in all
+    if rule == "gauss_legendre":  # Gauss-Kronrod: gradient rows in all
         assert plan.cap == 96 and plan.work == budget
     else:
         assert plan.ladder() == [8, 16, 32] and plan.work <= 100 * 96
@@ -398,8 +399,8 @@ def test_flush_to_zero_changes_no_attribution(tmp_path: Path) -> None:
     assert isinstance(raw, torch.Tensor)
     subnormal = (raw != 0) & (raw.abs() < torch.finfo(torch.float32).tiny)
     assert bool(subnormal.any()), "no subnormal gradients: the test would not exercise flushing"
-    flushed = _on_thread(lambda: integrate(problem, "gausslegendre", 8), flush=True)
-    unflushed = _on_thread(lambda: integrate(problem, "gausslegendre", 8), flush=False)
+    flushed = _on_thread(lambda: integrate(problem, "gauss_legendre", 8), flush=True)
+    unflushed = _on_thread(lambda: integrate(problem, "gauss_legendre", 8), flush=False)
     assert isinstance(flushed, torch.Tensor) and isinstance(unflushed, torch.Tensor)
     assert_rel(flushed.numpy(), unflushed, tol=1e-6)
 
@@ -410,7 +411,7 @@ def test_deadline_stops_gradient_work_between_chunks(family: Family) -> None:
     control = WorkControl(deadline=time.monotonic() - 1.0)
     problem = make_problem(loaded, values, control=control)
     with pytest.raises(DeadlineExceeded, match="deadline exceeded during integrated_gradients"):
-        integrate(problem, "gausslegendre", 10)
+        integrate(problem, "gauss_legendre", 10)
 
 
 class CancelOnCheck(WorkControl):
@@ -435,7 +436,7 @@ def test_cancellation_stops_gradient_work_between_chunks(family: Family) -> None
     width = loaded.config.architecture.embedding_dim
     problem = make_problem(loaded, values, control=control, chunk_elements=len(values) * width)  # 1 row/pass
     with pytest.raises(Cancelled):
-        integrate(problem, "gausslegendre", 50)
+        integrate(problem, "gauss_legendre", 50)
     assert control.checks == 3  # two chunks ran, the third never started
 
 

@@ -75,11 +75,11 @@ def test_every_lane_flushes_denormals_to_zero() -> None:
 def test_split_ig_equals_one_thread(family: Family, name: str) -> None:
     loaded = family(name)
     problem = make_problem(loaded, sample_values(loaded))
-    one = integrate(problem, "gausslegendre", 32)
+    one = integrate(problem, "gauss_legendre", 32)
     lanes = GradientLanes(1, Contention())
     try:
         with lent(lanes):
-            split = integrate(problem, "gausslegendre", 32)
+            split = integrate(problem, "gauss_legendre", 32)
     finally:
         lanes.shutdown()
     assert lanes.splits >= 1, "the chunk was not split: the test would prove nothing"
@@ -114,7 +114,7 @@ def test_contended_work_keeps_to_one_thread(family: Family) -> None:
         assert lanes.width() == 1
         with lent(lanes):
             assert current_lanes() is lanes
-            integrate(problem, "gausslegendre", 32)
+            integrate(problem, "gauss_legendre", 32)
         assert lanes.splits == 0
         contention.busy = False
         assert lanes.width() == 2
@@ -131,14 +131,14 @@ def test_split_flushed_ig_equals_unflushed_one_thread(tmp_path: Path) -> None:
     loaded = load_model(tmp_path, "long")
     values = np.random.default_rng(0).integers(2, len(VOCAB), size=256).astype(np.int64)
     problem = make_problem(loaded, values)
-    unflushed = _on_plain_thread(lambda: integrate(problem, "gausslegendre", 8))
+    unflushed = _on_plain_thread(lambda: integrate(problem, "gauss_legendre", 8))
     assert isinstance(unflushed, torch.Tensor)
     lanes = GradientLanes(1, Contention())
 
     def split() -> torch.Tensor:
         torch.set_flush_denormal(True)
         with lent(lanes):
-            return integrate(problem, "gausslegendre", 8)
+            return integrate(problem, "gauss_legendre", 8)
 
     try:
         flushed = _on_plain_thread(split)

@@ -54,11 +54,11 @@ def test_saliency_with_a_window_is_refused() -> None:
 
 
 def test_documented_upper_case_spellings() -> None:
-    assert Method("feature_ablation", ablation="PER_FEATURE").to_proto().ablation == explain_pb2.PER_FEATURE  # type: ignore[arg-type]
-    assert Method("shapley_sampling", ablation="PER_TIMESTEP").to_proto().ablation == explain_pb2.PER_TIMESTEP  # type: ignore[arg-type]
+    assert Method("feature_ablation", ablation="PER_FEATURE").to_proto().ablation == explain_pb2.ABLATION_MODE_PER_FEATURE  # type: ignore[arg-type]
+    assert Method("shapley_sampling", ablation="PER_TIMESTEP").to_proto().ablation == explain_pb2.ABLATION_MODE_PER_TIMESTEP  # type: ignore[arg-type]
     assert Method("integrated_gradients", quadrature="RIEMANN_TRAPEZOID",  # type: ignore[arg-type]
-                  n_steps=4).to_proto().quadrature == explain_pb2.RIEMANN_TRAPEZOID
-    assert Target(output_space="PROBABILITY").to_proto().output_space == explain_pb2.PROBABILITY  # type: ignore[arg-type]
-    assert Baseline("PAD").to_proto().kind == explain_pb2.PAD  # type: ignore[arg-type]
+                  n_steps=4).to_proto().quadrature == explain_pb2.QUADRATURE_RIEMANN_TRAPEZOID
+    assert Target(output_space="PROBABILITY").to_proto().output_space == explain_pb2.OUTPUT_SPACE_PROBABILITY  # type: ignore[arg-type]
+    assert Baseline("PAD").to_proto().kind == explain_pb2.BASELINE_KIND_PAD  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="ablation must be one of"):
         Method("feature_ablation", ablation="PER_STEP").to_proto()  # type: ignore[arg-type]

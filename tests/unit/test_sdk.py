@@ -53,7 +53,7 @@ def test_features_travel_as_float32_little_endian_bytes_with_shape() -> None:
     x = np.arange(12, dtype=np.float64).reshape(4, 3) / 7
     [seq] = to_sequence_inputs(x)
     t = seq.features
-    assert t.dtype == types_pb2.FLOAT32 and list(t.shape) == [4, 3]
+    assert t.dtype == types_pb2.DATA_TYPE_FLOAT32 and list(t.shape) == [4, 3]
     assert t.data == x.astype("<f4").tobytes()
     np.testing.assert_array_equal(to_numpy(t), x.astype(np.float32))
 
@@ -92,7 +92,7 @@ def test_tensor_roundtrip_and_byte_checks() -> None:
         out = to_numpy(from_numpy(arr))
         assert out.dtype == arr.dtype and out.shape == arr.shape
         np.testing.assert_array_equal(out, arr)
-    bad = types_pb2.Tensor(dtype=types_pb2.FLOAT32, shape=[3], data=b"\0" * 8)
+    bad = types_pb2.Tensor(dtype=types_pb2.DATA_TYPE_FLOAT32, shape=[3], data=b"\0" * 8)
     with pytest.raises(ValueError, match="has 8 bytes"):
         to_numpy(bad)
     # dtype unset reads as FLOAT32 (the proto's documented default)
@@ -111,11 +111,11 @@ def test_explain_spec_builds_the_request_fields() -> None:
     assert req.input.text == "hello world" and req.faithfulness
     ig, occ = req.methods
     assert (ig.name, ig.n_steps, ig.quadrature, ig.adaptive, ig.tolerance) == (
-        "integrated_gradients", 16, explain_pb2.RIEMANN_TRAPEZOID, True, 0.02)
+        "integrated_gradients", 16, explain_pb2.QUADRATURE_RIEMANN_TRAPEZOID, True, 0.02)
     assert occ.name == "occlusion" and occ.n_steps == 0
     assert req.target.label == "pos" and req.target.timestep == 3 and not req.target.HasField("horizon_step")
-    assert req.target.WhichOneof("class_ref") == "label" and req.target.output_space == explain_pb2.PROBABILITY
-    assert req.baseline.kind == explain_pb2.ZEROS
+    assert req.target.WhichOneof("class_ref") == "label" and req.target.output_space == explain_pb2.OUTPUT_SPACE_PROBABILITY
+    assert req.baseline.kind == explain_pb2.BASELINE_KIND_ZEROS
     assert req.state.enabled and list(req.state.summaries) == ["state_norm"] and req.state.include_hidden
 
 
@@ -130,7 +130,7 @@ def test_short_forms_of_options() -> None:
                             ).request(np.ones((3, 2), dtype=np.float32))
     assert [m.name for m in req.methods] == ["saliency"]
     assert req.target.class_index == 2 and req.target.WhichOneof("class_ref") == "class_index"
-    assert req.baseline.kind == explain_pb2.CUSTOM and list(req.baseline.custom.features.shape) == [3, 2]
+    assert req.baseline.kind == explain_pb2.BASELINE_KIND_CUSTOM and list(req.baseline.custom.features.shape) == [3, 2]
     assert req.state.enabled and not req.state.summaries
     req = ExplainSpec.build("m", None, 0, Baseline(custom=[0, 0, 0]), ["gate_mean"], False, None).request([4, 5, 6])
     assert req.target.HasField("class_index") and req.target.class_index == 0  # index 0 is set, not default
@@ -176,7 +176,7 @@ def test_service_config_retries_only_unavailable_and_balances_round_robin() -> N
     config = json.loads(opts["grpc.service_config"])
     assert config["loadBalancingConfig"] == [{"round_robin": {}}]
     [method] = config["methodConfig"]
-    assert method["name"] == [{"service": "seqlens.v1.SequenceExplainer"}]
+    assert method["name"] == [{"service": "seqlens.v1.SequenceExplainerService"}]
     assert method["retryPolicy"]["retryableStatusCodes"] == ["UNAVAILABLE"]
     assert method["retryPolicy"]["maxAttempts"] == 4 and method["retryPolicy"]["initialBackoff"] == "0.050s"
     assert opts["grpc.keepalive_time_ms"] == 30000 and opts["grpc.ssl_target_name_override"] == "seqlens.test"
@@ -234,14 +234,14 @@ def test_to_pandas_has_one_row_per_input() -> None:
 
 
 def test_model_messages_decode() -> None:
-    s = ModelSummary.from_proto(models_pb2.ModelSummary(name="m", task=models_pb2.TAGGING,
-                                                        input_kind=models_pb2.TOKENS, versions=["1", "2"], ready=True))
+    s = ModelSummary.from_proto(models_pb2.ModelSummary(name="m", task=models_pb2.TASK_TAGGING,
+                                                        input_kind=models_pb2.INPUT_KIND_TOKENS, versions=["1", "2"], ready=True))
     assert (s.task, s.input_kind, s.versions) == ("tagging", "tokens", ["1", "2"])
     info = ModelInfo.from_proto(models_pb2.ModelInfo(
-        name="m", task=models_pb2.FORECASTING, horizon=4, default_version="2",
-        versions=[models_pb2.VersionStatus(version="1", state=models_pb2.FAILED, reason="parity 0.3"),
-                  models_pb2.VersionStatus(version="2", state=models_pb2.READY)],
-        input=models_pb2.InputSchema(kind=models_pb2.FEATURES, feature_names=["a", "b"]),
+        name="m", task=models_pb2.TASK_FORECASTING, horizon=4, default_version="2",
+        versions=[models_pb2.VersionStatus(version="1", state=models_pb2.VERSION_STATE_FAILED, reason="parity 0.3"),
+                  models_pb2.VersionStatus(version="2", state=models_pb2.VERSION_STATE_READY)],
+        input=models_pb2.InputSchema(kind=models_pb2.INPUT_KIND_FEATURES, feature_names=["a", "b"]),
         architecture=models_pb2.Architecture(cell="gru", hidden_size=8, num_parameters=99),
         limits=models_pb2.Limits(max_length=64), attribution_methods=["saliency"]))
     assert info.ready and info.versions[0].state == "failed" and info.versions[0].reason == "parity 0.3"

@@ -59,7 +59,7 @@ class AsyncClient(_ClientBase):
             self._channel = grpc.aio.insecure_channel(self.target, options=self._options)
         else:
             self._channel = grpc.aio.secure_channel(self.target, self._credentials, options=self._options)
-        self._stub = service_pb2_grpc.SequenceExplainerStub(self._channel)
+        self._stub = service_pb2_grpc.SequenceExplainerServiceStub(self._channel)
 
     async def close(self) -> None:
         await self._channel.close()

@@ -25,7 +25,7 @@ __all__ = [
     "token_metadata",
 ]
 
-SERVICE = "seqlens.v1.SequenceExplainer"
+SERVICE = "seqlens.v1.SequenceExplainerService"
 _ChannelOption = tuple[str, Any]
 
 

@@ -32,6 +32,8 @@ from typing import Any, TextIO
 
 import numpy as np
 
+from . import vocabulary
+from ._proto.seqlens.v1 import explain_pb2
 from .channel import TLS
 from .client import DEFAULT_TARGET, Client
 from .errors import SeqlensError, Unauthenticated, Unavailable
@@ -477,6 +479,22 @@ def _connection_args(parser: argparse.ArgumentParser, defaults: bool) -> None:
     g.add_argument("--timeout", type=float, default=d(60.0), help="deadline per call in seconds (default 60)")
 
 
+def _choices(enum: vocabulary.EnumType, *leave_out: str) -> list[str]:
+    """An enum's names in the wire vocabulary (the server's spelling too)."""
+    return [n for n in vocabulary.names(enum) if n not in leave_out]
+
+
+def _wire_name(enum: vocabulary.EnumType) -> Any:
+    """argparse ``type``: any spelling the vocabulary reads (``PER_FEATURE``, ``ABLATION_MODE_PER_FEATURE``)
+    -> its short name; unknown names are left for ``choices`` to refuse with the list."""
+    def convert(text: str) -> str:
+        try:
+            return vocabulary.name(enum, vocabulary.number(enum, text)) or text
+        except ValueError:
+            return text
+    return convert
+
+
 def _positive(text: str) -> int:
     try:
         value = int(text)
@@ -522,8 +540,8 @@ def build_parser() -> argparse.ArgumentParser:
     m = p.add_argument_group("methods and their options (each option goes to the chosen methods that take it)")
     m.add_argument("--method", action="append", help="attribution method (repeatable; default integrated_gradients)")
     m.add_argument("--steps", type=_positive, help="integrated_gradients: integration steps (n_steps)")
-    m.add_argument("--quadrature", type=str.lower, choices=["gauss_legendre", "riemann_left", "riemann_right",
-                   "riemann_middle", "riemann_trapezoid"], help="integrated_gradients: quadrature rule")
+    m.add_argument("--quadrature", type=_wire_name(explain_pb2.Quadrature), choices=_choices(explain_pb2.Quadrature),
+                   help="integrated_gradients: quadrature rule")
     m.add_argument("--adaptive", action="store_true", default=None, help="integrated_gradients: refine adaptively")
     m.add_argument("--tolerance", type=float, help="integrated_gradients with --adaptive: tolerance in (0, 1)")
     m.add_argument("--max-steps", type=_positive, help="integrated_gradients with --adaptive: step cap")
@@ -532,7 +550,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--seed", type=int, help="gradient_shap, smoothgrad, shapley_sampling: random seed")
     m.add_argument("--window", type=_positive, help="occlusion (required): timesteps per occluded window")
     m.add_argument("--stride", type=_positive, help="occlusion: timesteps between windows (default 1)")
-    m.add_argument("--ablation", type=str.lower, choices=["per_timestep", "per_feature"],
+    m.add_argument("--ablation", type=_wire_name(explain_pb2.AblationMode), choices=_choices(explain_pb2.AblationMode),
                    help="feature_ablation, shapley_sampling: what one perturbation removes")
     m.add_argument("--signed", action="store_true", default=None,
                    help="saliency, smoothgrad: signed gradients instead of absolute")
@@ -540,7 +558,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timestep", type=int, help="timestep to explain (tagging)")
     p.add_argument("--horizon-step", type=int, help="horizon step to explain (forecasting)")
     p.add_argument("--probability", action="store_true", help="explain the probability instead of the logit")
-    p.add_argument("--baseline", type=str.lower, choices=["default", "pad", "zeros", "training_mean"],
+    p.add_argument("--baseline", type=_wire_name(explain_pb2.BaselineKind),
+                   choices=[vocabulary.DEFAULT, *_choices(explain_pb2.BaselineKind, "custom")],
                    help="attribution baseline")
     p.add_argument("--baseline-ids", help="custom baseline: token ids, one per input token, e.g. '0 0 0'")
     p.add_argument("--baseline-features", help="custom baseline: CSV or .npy [T, F], the input's shape")

@@ -78,7 +78,7 @@ class _ClientBase(abc.ABC):
 
 
 class Client(_ClientBase):
-    """A blocking client of the ``seqlens.v1.SequenceExplainer`` service. Thread-safe.
+    """A blocking client of the ``seqlens.v1.SequenceExplainerService`` service. Thread-safe.
 
     Args:
         target: ``host:port``, or ``dns:///name:port`` to resolve every replica and spread calls
@@ -109,7 +109,7 @@ class Client(_ClientBase):
             self._channel = grpc.insecure_channel(self.target, options=self._options)
         else:
             self._channel = grpc.secure_channel(self.target, self._credentials, options=self._options)
-        self._stub = service_pb2_grpc.SequenceExplainerStub(self._channel)
+        self._stub = service_pb2_grpc.SequenceExplainerServiceStub(self._channel)
         self._lock = threading.Lock()
 
     # --- lifecycle ------------------------------------------------------------------

@@ -17,6 +17,7 @@ from typing import Literal, TypeAlias, TypeVar
 
 import numpy as np
 
+from . import vocabulary
 from ._proto.seqlens.v1 import explain_pb2, state_pb2
 from .inputs import SequenceLike, to_sequence_input
 
@@ -42,7 +43,8 @@ __all__ = [
 #: Attribution methods the server knows (``GetModel`` lists those a model supports).
 METHODS = ("integrated_gradients", "saliency", "input_x_gradient", "gradient_shap", "smoothgrad",
            "occlusion", "feature_ablation", "shapley_sampling")
-#: Methods that integrate gradients along a path: they report steps and a convergence delta.
+#: Methods that integrate gradients along a path (``n_steps``, ``quadrature``). Whether an attribution
+#: carries a convergence delta is on the wire (``Attribution.has_delta``), not inferred from its name.
 INTEGRAL_METHODS = frozenset({"integrated_gradients", "gradient_shap"})
 #: State summaries the server knows.
 STATE_SUMMARIES = ("state_norm", "delta_norm", "gate_mean", "saturation", "timescale", "top_units",
@@ -50,13 +52,6 @@ STATE_SUMMARIES = ("state_norm", "delta_norm", "gate_mean", "saturation", "times
 
 QuadratureName = Literal["gauss_legendre", "riemann_left", "riemann_right", "riemann_middle",
                          "riemann_trapezoid"]
-_QUADRATURE = {"gauss_legendre": explain_pb2.GAUSS_LEGENDRE, "riemann_left": explain_pb2.RIEMANN_LEFT,
-               "riemann_right": explain_pb2.RIEMANN_RIGHT, "riemann_middle": explain_pb2.RIEMANN_MIDDLE,
-               "riemann_trapezoid": explain_pb2.RIEMANN_TRAPEZOID}
-_ABLATION = {"per_timestep": explain_pb2.PER_TIMESTEP, "per_feature": explain_pb2.PER_FEATURE}
-_OUTPUT_SPACE = {"logit": explain_pb2.LOGIT, "probability": explain_pb2.PROBABILITY}
-_BASELINE_KIND = {"default": explain_pb2.BASELINE_DEFAULT, "pad": explain_pb2.PAD, "zeros": explain_pb2.ZEROS,
-                  "training_mean": explain_pb2.TRAINING_MEAN}
 
 
 #: The options each method takes (the server refuses the others with INVALID_ARGUMENT).
@@ -74,15 +69,14 @@ _UNSET: dict[str, object] = {"n_steps": 0, "quadrature": "gauss_legendre", "adap
                              "max_steps": 0, "n_samples": 0, "noise_stdev": 0.0, "seed": 0, "window": 0,
                              "stride": 0, "ablation": "per_timestep", "abs_saliency": None}
 
-_E = TypeVar("_E")
+_V = TypeVar("_V", bound=int)
+_ENUMS: dict[str, type[int]] = {"quadrature": explain_pb2.Quadrature, "ablation": explain_pb2.AblationMode}
 
 
-def _pick(table: dict[str, _E], value: str, what: str) -> _E:
-    """``value`` in the SDK's spelling (``per_feature``) or the API's (``PER_FEATURE``)."""
-    key = value.lower() if isinstance(value, str) else value
-    if key not in table:
-        raise ValueError(f"{what} must be one of {sorted(table)} (upper case too), got {value!r}")
-    return table[key]
+def _pick(enum: type[_V], value: str, what: str) -> _V:
+    """``value`` in the wire vocabulary (``per_feature``; ``PER_FEATURE`` and ``ABLATION_MODE_PER_FEATURE``
+    too; ``default`` for the zero value), see :mod:`seqlens_client.vocabulary`."""
+    return vocabulary.number(enum, value if isinstance(value, str) else repr(value), what)
 
 
 @dataclass(frozen=True)
@@ -110,10 +104,14 @@ class Method:
     abs_saliency: bool | None = None  # saliency, smoothgrad: None = the server's default (absolute, as Captum)
 
     def options_set(self) -> list[str]:
-        """The options given a value other than "unset" (as the server sees them)."""
-        values = {f: getattr(self, f) for f in _UNSET}
-        return [f for f, unset in _UNSET.items() if values[f] is not None
-                and (values[f].lower() if isinstance(values[f], str) else values[f]) != unset]
+        """The options given a value other than "unset" (as the server sees them: an enum's
+        ``default`` and its documented default value are both unset)."""
+        values: dict[str, object] = {f: getattr(self, f) for f in _UNSET}
+        for f, enum in _ENUMS.items():
+            v = values[f]
+            if isinstance(v, str) and _pick(enum, v, f) in (0, vocabulary.number(enum, str(_UNSET[f]))):
+                values[f] = _UNSET[f]
+        return [f for f, unset in _UNSET.items() if values[f] is not None and values[f] != unset]
 
     def to_proto(self) -> explain_pb2.AttributionMethod:
         if not self.name:
@@ -127,10 +125,10 @@ class Method:
             if getattr(self, f) < 0:
                 raise ValueError(f"method {self.name}: {f} must be >= 0, got {getattr(self, f)}")
         msg = explain_pb2.AttributionMethod(
-            name=self.name, n_steps=self.n_steps, quadrature=_pick(_QUADRATURE, self.quadrature, "quadrature"),
+            name=self.name, n_steps=self.n_steps, quadrature=_pick(explain_pb2.Quadrature, self.quadrature, "quadrature"),
             adaptive=self.adaptive, tolerance=self.tolerance, max_steps=self.max_steps, n_samples=self.n_samples,
             noise_stdev=self.noise_stdev, seed=self.seed, window=self.window, stride=self.stride,
-            ablation=_pick(_ABLATION, self.ablation, "ablation"))
+            ablation=_pick(explain_pb2.AblationMode, self.ablation, "ablation"))
         if self.abs_saliency is not None:
             msg.abs_saliency = self.abs_saliency
         return msg
@@ -154,7 +152,7 @@ class Target:
     def to_proto(self) -> explain_pb2.Target:
         if self.class_index is not None and self.label is not None:
             raise ValueError("target: give class_index or label, not both")
-        msg = explain_pb2.Target(output_space=_pick(_OUTPUT_SPACE, self.output_space, "output_space"))
+        msg = explain_pb2.Target(output_space=_pick(explain_pb2.OutputSpace, self.output_space, "output_space"))
         if self.class_index is not None:
             msg.class_index = self.class_index
         if self.label is not None:
@@ -174,11 +172,13 @@ class Baseline:
     custom: SequenceLike | None = None
 
     def to_proto(self) -> explain_pb2.Baseline:
-        if self.kind.lower() == "custom" or self.custom is not None:
+        kind = _pick(explain_pb2.BaselineKind, self.kind, "baseline")
+        if kind == explain_pb2.BASELINE_KIND_CUSTOM or self.custom is not None:
             if self.custom is None:
                 raise ValueError("baseline kind 'custom' needs custom=<token ids or [T, F] features>")
-            return explain_pb2.Baseline(kind=explain_pb2.CUSTOM, custom=to_sequence_input(self.custom, "baseline"))
-        return explain_pb2.Baseline(kind=_pick(_BASELINE_KIND, self.kind, "baseline"))
+            return explain_pb2.Baseline(kind=explain_pb2.BASELINE_KIND_CUSTOM,
+                                        custom=to_sequence_input(self.custom, "baseline"))
+        return explain_pb2.Baseline(kind=kind)
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, overload
 
 import numpy as np
 
+from . import vocabulary
 from ._proto.seqlens.v1 import explain_pb2, models_pb2, predict_pb2, types_pb2
 from .carry import RecurrentState
 from .jsonable import as_dict as _dict
@@ -40,12 +41,11 @@ __all__ = [
     "jsonable",
 ]
 
-_TASKS = {models_pb2.CLASSIFICATION: "classification", models_pb2.TAGGING: "tagging",
-          models_pb2.FORECASTING: "forecasting", models_pb2.REGRESSION: "regression"}
-_KINDS = {models_pb2.TOKENS: "tokens", models_pb2.FEATURES: "features"}
-_STATES = {models_pb2.LOADING: "loading", models_pb2.READY: "ready", models_pb2.FAILED: "failed",
-           models_pb2.UNLOADED: "unloaded"}
-_OUTPUT_SPACES = {explain_pb2.LOGIT: "logit", explain_pb2.PROBABILITY: "probability"}
+
+def _reported(enum: vocabulary.EnumType, value: int) -> str:
+    """A server-reported enum's name; "unspecified" for 0 (not known) or a value newer than this SDK."""
+    known = vocabulary.name(enum, value)
+    return "unspecified" if known is None or known == vocabulary.DEFAULT else known
 
 
 def _pandas() -> Any:
@@ -188,8 +188,8 @@ class ModelSummary:
 
     @classmethod
     def from_proto(cls, msg: models_pb2.ModelSummary) -> ModelSummary:
-        return cls(name=msg.name, task=_TASKS.get(msg.task, "unspecified"),
-                   input_kind=_KINDS.get(msg.input_kind, "unspecified"), default_version=msg.default_version,
+        return cls(name=msg.name, task=_reported(models_pb2.Task, msg.task),
+                   input_kind=_reported(models_pb2.InputKind, msg.input_kind), default_version=msg.default_version,
                    versions=list(msg.versions), ready=msg.ready)
 
     def to_dict(self) -> dict[str, Any]:
@@ -208,7 +208,7 @@ class VersionStatus:
 
     @classmethod
     def from_proto(cls, msg: models_pb2.VersionStatus) -> VersionStatus:
-        return cls(version=msg.version, state=_STATES.get(msg.state, "unspecified"), reason=msg.reason,
+        return cls(version=msg.version, state=_reported(models_pb2.VersionState, msg.state), reason=msg.reason,
                    parity_max_abs_diff=msg.parity_max_abs_diff, load_seconds=msg.load_seconds)
 
     def to_dict(self) -> dict[str, Any]:
@@ -260,7 +260,7 @@ class InputSchema:
 
     @classmethod
     def from_proto(cls, msg: models_pb2.InputSchema) -> InputSchema:
-        return cls(kind=_KINDS.get(msg.kind, "unspecified"), tokenizer=msg.tokenizer, vocab_size=msg.vocab_size,
+        return cls(kind=_reported(models_pb2.InputKind, msg.kind), tokenizer=msg.tokenizer, vocab_size=msg.vocab_size,
                    pad_id=msg.pad_id, unk_id=msg.unk_id, lowercase=msg.lowercase,
                    feature_names=list(msg.feature_names), vocabulary=msg.vocabulary,
                    special_tokens=list(msg.special_tokens), add_special_tokens=msg.add_special_tokens)
@@ -319,7 +319,7 @@ class ModelInfo:
 
     @classmethod
     def from_proto(cls, msg: models_pb2.ModelInfo) -> ModelInfo:
-        return cls(name=msg.name, task=_TASKS.get(msg.task, "unspecified"), default_version=msg.default_version,
+        return cls(name=msg.name, task=_reported(models_pb2.Task, msg.task), default_version=msg.default_version,
                    versions=[VersionStatus.from_proto(v) for v in msg.versions],
                    input=InputSchema.from_proto(msg.input), labels=list(msg.labels), horizon=msg.horizon,
                    architecture=Architecture.from_proto(msg.architecture),
@@ -436,7 +436,7 @@ class ResolvedTarget:
 
         return cls(class_index=applies(msg.class_index), label=msg.label, timestep=applies(msg.timestep),
                    horizon_step=applies(msg.horizon_step),
-                   output_space=_OUTPUT_SPACES.get(msg.output_space, "logit"))
+                   output_space=_reported(explain_pb2.OutputSpace, msg.output_space or explain_pb2.OUTPUT_SPACE_LOGIT))
 
     def to_dict(self) -> dict[str, Any]:
         return _dict(self)

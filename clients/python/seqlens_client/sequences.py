@@ -112,10 +112,10 @@ class _SequenceBase:
         self.model_version = ""
         self._ids = itertools.count()
 
-    def _chunk_request(self, chunk: SequenceLike | None, end: bool) -> sequence_pb2.SequenceChunkRequest:
+    def _chunk_request(self, chunk: SequenceLike | None, end: bool) -> sequence_pb2.StreamSequenceRequest:
         if self.ended:
             raise InvalidArgument(grpc.StatusCode.INVALID_ARGUMENT, f"sequence {self.id!r} has ended")
-        req = sequence_pb2.SequenceChunkRequest(request_id=str(next(self._ids)), model_name=self.model,
+        req = sequence_pb2.StreamSequenceRequest(request_id=str(next(self._ids)), model_name=self.model,
                                                 model_version=self.version,
                                                 sequence=control(self.id, not self.started, end))
         if chunk is not None:
@@ -155,10 +155,10 @@ class SequenceStream(_SequenceBase):
     def __init__(self, stub: Any, model: str, version: str | None, sequence_id: SequenceId | None,
                  metadata: tuple[tuple[str, str], ...], timeout: float | None, stream: bool) -> None:
         super().__init__(stub, model, version, sequence_id, metadata, timeout)
-        self._requests: queue.Queue[sequence_pb2.SequenceChunkRequest | None] | None = None
+        self._requests: queue.Queue[sequence_pb2.StreamSequenceRequest | None] | None = None
         self._call: Any = None
         if stream:
-            requests: queue.Queue[sequence_pb2.SequenceChunkRequest | None] = queue.Queue()
+            requests: queue.Queue[sequence_pb2.StreamSequenceRequest | None] = queue.Queue()
             self._requests = requests
             self._call = stub.StreamSequence(iter(requests.get, None), timeout=timeout, metadata=metadata)
 

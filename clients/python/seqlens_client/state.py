@@ -17,7 +17,7 @@ import numpy as np
 
 from ._proto.seqlens.v1 import state_pb2, types_pb2
 
-_DTYPES = {types_pb2.DATA_TYPE_UNSPECIFIED: "<f4", types_pb2.FLOAT32: "<f4", types_pb2.INT64: "<i8"}
+_DTYPES = {types_pb2.DATA_TYPE_UNSPECIFIED: "<f4", types_pb2.DATA_TYPE_FLOAT32: "<f4", types_pb2.DATA_TYPE_INT64: "<i8"}
 _TENSORS = ("hidden", "cell_state", "gates", "state_norm", "delta_norm", "gate_mean", "saturation",
             "timescale", "top_units", "prefix_prediction", "unit_contribution", "active_count", "projection")
 
@@ -25,7 +25,7 @@ _TENSORS = ("hidden", "cell_state", "gates", "state_norm", "delta_norm", "gate_m
 def decode_tensor(msg: types_pb2.Tensor) -> np.ndarray:
     """A ``seqlens.v1.Tensor`` (little-endian bytes + shape) -> a native-endian numpy array."""
     if msg.dtype not in _DTYPES:
-        raise ValueError(f"Tensor dtype {msg.dtype} is not FLOAT32 or INT64")
+        raise ValueError(f"Tensor dtype {msg.dtype} is not DATA_TYPE_FLOAT32 or DATA_TYPE_INT64")
     dtype = np.dtype(_DTYPES[msg.dtype])
     shape = tuple(int(d) for d in msg.shape)
     if int(np.prod(shape, dtype=np.int64)) * dtype.itemsize != len(msg.data):

@@ -10,7 +10,8 @@ from ._proto.seqlens.v1 import types_pb2
 
 __all__ = ["from_numpy", "optional_numpy", "to_numpy"]
 
-_DTYPES = {types_pb2.DATA_TYPE_UNSPECIFIED: "<f4", types_pb2.FLOAT32: "<f4", types_pb2.INT64: "<i8"}
+_DTYPES = {types_pb2.DATA_TYPE_UNSPECIFIED: "<f4",  # unset: the default, FLOAT32
+           types_pb2.DATA_TYPE_FLOAT32: "<f4", types_pb2.DATA_TYPE_INT64: "<i8"}
 
 
 def to_numpy(msg: types_pb2.Tensor) -> np.ndarray:
@@ -38,7 +39,7 @@ def optional_numpy(parent: object, field: str) -> np.ndarray | None:
 def from_numpy(arr: np.ndarray) -> types_pb2.Tensor:
     """Encode an array: integers as INT64, everything else as FLOAT32."""
     if np.issubdtype(arr.dtype, np.integer) or arr.dtype == np.bool_:
-        a, dt = np.ascontiguousarray(arr, dtype="<i8"), types_pb2.INT64
+        a, dt = np.ascontiguousarray(arr, dtype="<i8"), types_pb2.DATA_TYPE_INT64
     else:
-        a, dt = np.ascontiguousarray(arr, dtype="<f4"), types_pb2.FLOAT32
+        a, dt = np.ascontiguousarray(arr, dtype="<f4"), types_pb2.DATA_TYPE_FLOAT32
     return types_pb2.Tensor(dtype=dt, shape=list(a.shape), data=a.tobytes())

@@ -59,7 +59,7 @@ def quadrature(rule: Quadrature, n: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _quadrature(rule: Quadrature, n: int) -> tuple[np.ndarray, np.ndarray]:
-    if rule == "gausslegendre":
+    if rule == "gauss_legendre":
         nodes, weights = np.polynomial.legendre.leggauss(n)
         return 0.5 * (nodes + 1.0), 0.5 * weights
     if n < 2:
@@ -160,7 +160,7 @@ def _cap_for_budget(start: int, budget: int, length: int, limit: int) -> int:
 
 
 def _check_rule(rule: Quadrature, n: int, field: str) -> int:
-    if rule == "gausslegendre" and n > MAX_GAUSS_LEGENDRE:
+    if rule == "gauss_legendre" and n > MAX_GAUSS_LEGENDRE:
         raise InvalidInput(f"{field} is {n}; Gauss-Legendre takes at most {MAX_GAUSS_LEGENDRE} steps "
                            "(use a Riemann quadrature for more)")
     return n
@@ -174,12 +174,12 @@ def runs_adaptive(opts: MethodOptions) -> bool:
 def plan(opts: MethodOptions, ctx: PlanContext) -> IntegratedGradients:
     only_options(NAME, opts, OPTIONS)
     rule = opts.quadrature
-    minimum = 1 if rule == "gausslegendre" else 2  # Captum's Riemann rules need n > 1
+    minimum = 1 if rule == "gauss_legendre" else 2  # Captum's Riemann rules need n > 1
     tol = tolerance_option(opts.tolerance, f"{NAME}.tolerance")
     if not runs_adaptive(opts):
         n = count_option(opts.n_steps, DEFAULT_STEPS, f"{NAME}.n_steps", ctx, minimum=minimum)
         return IntegratedGradients(_check_rule(rule, n, f"{NAME}.n_steps"), rule, False, tol, n, ctx.length)
-    kronrod = rule == "gausslegendre"
+    kronrod = rule == "gauss_legendre"
     default = KRONROD_START if kronrod else ADAPTIVE_START
     start = count_option(opts.n_steps, default, f"{NAME}.n_steps", ctx, minimum=minimum)
     if opts.max_steps:

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from .problem import Problem
     from .result import MethodOutput
 
-Quadrature = Literal["gausslegendre", "riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid"]
+Quadrature = Literal["gauss_legendre", "riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid"]
 AblationMode = Literal["per_timestep", "per_feature"]
 Runtime = Literal["torch", "onnx"]
 
@@ -28,7 +28,7 @@ class MethodOptions:
 
     name: str
     n_steps: int = 0
-    quadrature: Quadrature = "gausslegendre"
+    quadrature: Quadrature = "gauss_legendre"
     adaptive: bool = False
     tolerance: float = 0.0
     max_steps: int = 0
@@ -75,7 +75,7 @@ class Plan(Protocol):
 
 #: What each option is when the caller left it unset (the proto's zero values).
 _UNSET: dict[str, object] = {
-    "n_steps": 0, "quadrature": "gausslegendre", "adaptive": False, "tolerance": 0.0, "max_steps": 0,
+    "n_steps": 0, "quadrature": "gauss_legendre", "adaptive": False, "tolerance": 0.0, "max_steps": 0,
     "n_samples": 0, "noise_stdev": 0.0, "seed": 0, "window": 0, "stride": 0, "ablation": "per_timestep",
     "abs_saliency": None,
 }

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import TypeVar, cast
 
 import numpy as np
+from seqlens_client import vocabulary
 from seqlens_client.stubs import (
     explain_pb2,
     models_pb2,
@@ -24,7 +25,7 @@ from ..explain import ExplainRequest, ExplainResult
 from ..explainers.baselines import BaselineKind
 from ..explainers.options import AblationMode, MethodOptions, Quadrature
 from ..explainers.result import Attribution
-from ..explainers.targets import OutputSpace, TargetSpec
+from ..explainers.targets import OutputSpace, ResolvedTarget, TargetSpec
 from ..inputs import SequenceInput
 from ..registry import VersionState
 from ..results import ModelDescription, ModelSummary, ModelTensors, Prediction, PredictResult
@@ -32,12 +33,13 @@ from ..streaming import ChunkOutcome, SequenceRef, StatefulPredictResult
 from ..summaries import DEFAULT_TOP_K, LayerStateResult, StateOptions
 from ..tokenizers import TokenSpan
 
-_DTYPES = {types_pb2.DATA_TYPE_UNSPECIFIED: np.float32, types_pb2.FLOAT32: np.float32, types_pb2.INT64: np.int64}
-_TASKS = {"classification": models_pb2.CLASSIFICATION, "tagging": models_pb2.TAGGING,
-          "forecasting": models_pb2.FORECASTING, "regression": models_pb2.REGRESSION}
-_KINDS = {"tokens": models_pb2.TOKENS, "features": models_pb2.FEATURES}
-_STATES = {VersionState.LOADING: models_pb2.LOADING, VersionState.READY: models_pb2.READY,
-           VersionState.FAILED: models_pb2.FAILED, VersionState.UNLOADED: models_pb2.UNLOADED}
+# Enums in the wire vocabulary (seqlens_client.vocabulary): the domain's names are the wire's names;
+# tests/unit/test_wire_vocabulary.py checks every value both ways.
+_DTYPES = {types_pb2.DATA_TYPE_UNSPECIFIED: np.float32,  # unset: the default, FLOAT32
+           types_pb2.DATA_TYPE_FLOAT32: np.float32, types_pb2.DATA_TYPE_INT64: np.int64}
+_TASKS = vocabulary.names(models_pb2.Task)
+_KINDS = vocabulary.names(models_pb2.InputKind)
+_STATES = {s: vocabulary.number(models_pb2.VersionState, s.name) for s in VersionState}
 MAX_TENSOR_RANK = 4
 
 
@@ -45,7 +47,7 @@ MAX_TENSOR_RANK = 4
 def tensor_to_numpy(msg: types_pb2.Tensor, where: str) -> np.ndarray:
     """Checked decode: known dtype, sane shape, byte count matching the shape."""
     if msg.dtype not in _DTYPES:
-        raise InvalidInput(f"{where}.dtype {msg.dtype} is not supported; use FLOAT32 or INT64")
+        raise InvalidInput(f"{where}.dtype {msg.dtype} is not supported; use DATA_TYPE_FLOAT32 or DATA_TYPE_INT64")
     dtype = np.dtype(_DTYPES[msg.dtype]).newbyteorder("<")
     shape = list(msg.shape)
     if not 1 <= len(shape) <= MAX_TENSOR_RANK or any(d < 0 for d in shape):
@@ -58,9 +60,9 @@ def tensor_to_numpy(msg: types_pb2.Tensor, where: str) -> np.ndarray:
 
 def numpy_to_tensor(arr: np.ndarray) -> types_pb2.Tensor:
     if np.issubdtype(arr.dtype, np.integer):
-        a, dt = np.ascontiguousarray(arr, dtype="<i8"), types_pb2.INT64
+        a, dt = np.ascontiguousarray(arr, dtype="<i8"), types_pb2.DATA_TYPE_INT64
     else:
-        a, dt = np.ascontiguousarray(arr, dtype="<f4"), types_pb2.FLOAT32
+        a, dt = np.ascontiguousarray(arr, dtype="<f4"), types_pb2.DATA_TYPE_FLOAT32
     return types_pb2.Tensor(dtype=dt, shape=list(a.shape), data=a.tobytes())
 
 
@@ -243,33 +245,37 @@ def layer_state_to_proto(r: LayerStateResult) -> state_pb2.LayerState:
 
 
 # --- explanations -------------------------------------------------------------------
-_QUADRATURES: dict[int, Quadrature] = {
-    explain_pb2.GAUSS_LEGENDRE: "gausslegendre", explain_pb2.RIEMANN_LEFT: "riemann_left",
-    explain_pb2.RIEMANN_RIGHT: "riemann_right", explain_pb2.RIEMANN_MIDDLE: "riemann_middle",
-    explain_pb2.RIEMANN_TRAPEZOID: "riemann_trapezoid"}
-_ABLATIONS: dict[int, AblationMode] = {explain_pb2.PER_TIMESTEP: "per_timestep",
-                                       explain_pb2.PER_FEATURE: "per_feature"}
-_BASELINES: dict[int, BaselineKind] = {
-    explain_pb2.BASELINE_DEFAULT: "default", explain_pb2.PAD: "pad", explain_pb2.ZEROS: "zeros",
-    explain_pb2.TRAINING_MEAN: "training_mean", explain_pb2.CUSTOM: "custom"}
-_SPACES: dict[int, OutputSpace] = {explain_pb2.LOGIT: "logit", explain_pb2.PROBABILITY: "probability"}
-_SPACE_TO_PROTO = {"logit": explain_pb2.LOGIT, "probability": explain_pb2.PROBABILITY}
 _E = TypeVar("_E")
 
 
-def _enum(table: dict[int, _E], value: int, where: str) -> _E:
+def _wire_to_domain(enum: vocabulary.EnumType, default: _E) -> dict[int, _E]:
+    """Wire number -> domain name; 0 (``*_UNSPECIFIED``) reads as ``default``, the enum's documented default."""
+    return {0: default, **{n: cast(_E, name) for name, n in vocabulary.names(enum).items()}}
+
+
+# The defaults are the domain types' own (a dataclass field's default, read from the class).
+_QUADRATURES: dict[int, Quadrature] = _wire_to_domain(explain_pb2.Quadrature, MethodOptions.quadrature)
+_ABLATIONS: dict[int, AblationMode] = _wire_to_domain(explain_pb2.AblationMode, MethodOptions.ablation)
+_BASELINES: dict[int, BaselineKind] = _wire_to_domain(explain_pb2.BaselineKind, ExplainRequest.baseline_kind)
+_SPACES: dict[int, OutputSpace] = _wire_to_domain(explain_pb2.OutputSpace, TargetSpec.output_space)
+_SPACE_TO_PROTO = vocabulary.names(explain_pb2.OutputSpace)
+
+
+def _enum(table: dict[int, _E], value: int, where: str, enum: vocabulary.EnumType) -> _E:
     if value not in table:
-        raise InvalidInput(f"{where} has unknown value {value}")
+        known = ", ".join(f"{vocabulary.prefix(enum)}{n.upper()}" for n in vocabulary.names(enum))
+        raise InvalidInput(f"{where} has unknown value {value}; use one of {known} (or leave it unset for "
+                           "the default)")
     return table[value]
 
 
 def method_options(msg: explain_pb2.AttributionMethod, where: str) -> MethodOptions:
     return MethodOptions(
         name=msg.name, n_steps=msg.n_steps,
-        quadrature=_enum(_QUADRATURES, msg.quadrature, f"{where}.quadrature"),
+        quadrature=_enum(_QUADRATURES, msg.quadrature, f"{where}.quadrature", explain_pb2.Quadrature),
         adaptive=msg.adaptive, tolerance=msg.tolerance, max_steps=msg.max_steps, n_samples=msg.n_samples,
         noise_stdev=msg.noise_stdev, seed=msg.seed, window=msg.window, stride=msg.stride,
-        ablation=_enum(_ABLATIONS, msg.ablation, f"{where}.ablation"),
+        ablation=_enum(_ABLATIONS, msg.ablation, f"{where}.ablation", explain_pb2.AblationMode),
         abs_saliency=msg.abs_saliency if msg.HasField("abs_saliency") else None)
 
 
@@ -280,11 +286,11 @@ def target_spec(msg: explain_pb2.Target) -> TargetSpec:
         label=msg.label if ref == "label" else None,
         timestep=msg.timestep if msg.HasField("timestep") else None,
         horizon_step=msg.horizon_step if msg.HasField("horizon_step") else None,
-        output_space=_enum(_SPACES, msg.output_space, "target.output_space"))
+        output_space=_enum(_SPACES, msg.output_space, "target.output_space", explain_pb2.OutputSpace))
 
 
 def explain_request(msg: explain_pb2.ExplainRequest) -> ExplainRequest:
-    kind = _enum(_BASELINES, msg.baseline.kind, "baseline.kind")
+    kind = _enum(_BASELINES, msg.baseline.kind, "baseline.kind", explain_pb2.BaselineKind)
     custom = None
     if msg.baseline.HasField("custom"):
         custom = sequence_input(msg.baseline.custom, "baseline.custom")
@@ -324,14 +330,16 @@ def attribution_to_proto(a: Attribution) -> explain_pb2.Attribution:
     return msg
 
 
+def resolved_target_to_proto(t: ResolvedTarget) -> explain_pb2.ResolvedTarget:
+    return explain_pb2.ResolvedTarget(class_index=t.class_index, label=t.label, timestep=t.timestep,
+                                      horizon_step=t.horizon_step, output_space=_SPACE_TO_PROTO[t.output_space])
+
+
 def explain_response(r: ExplainResult) -> explain_pb2.ExplainResponse:
-    t = r.target
     return explain_pb2.ExplainResponse(
         request_id=r.request_id, model_name=r.model_name, model_version=r.model_version,
         prediction=prediction_to_proto(r.prediction), tokens=tokens_to_proto(r.tokens),
-        target=explain_pb2.ResolvedTarget(
-            class_index=t.class_index, label=t.label, timestep=t.timestep, horizon_step=t.horizon_step,
-            output_space=_SPACE_TO_PROTO[t.output_space]),
+        target=resolved_target_to_proto(r.target),
         attributions=[attribution_to_proto(a) for a in r.attributions],
         state=[layer_state_to_proto(s) for s in r.state],
         timings=[explain_pb2.StageTiming(stage=s, seconds=sec) for s, sec in r.timings],
@@ -355,8 +363,8 @@ def recurrent_state(msg: recurrent_pb2.RecurrentState, where: str) -> CarriedSta
             raise InvalidInput(f"{here}.name is empty")
         if t.name in tensors:
             raise InvalidInput(f"{here}.name {t.name!r} appears twice")
-        if t.tensor.dtype not in (types_pb2.FLOAT32, types_pb2.DATA_TYPE_UNSPECIFIED):
-            raise InvalidInput(f"{here}.tensor.dtype must be FLOAT32")
+        if t.tensor.dtype not in (types_pb2.DATA_TYPE_FLOAT32, types_pb2.DATA_TYPE_UNSPECIFIED):
+            raise InvalidInput(f"{here}.tensor.dtype must be DATA_TYPE_FLOAT32")
         tensors[t.name] = tensor_to_numpy(t.tensor, f"{here}.tensor")
     return CarriedState(msg.model_name, msg.model_version, msg.steps, tensors)
 
@@ -399,20 +407,20 @@ def chunk_predict_response(o: ChunkOutcome) -> predict_pb2.PredictResponse:
                                        predictions=preds, sequence=sequence_status(o))
 
 
-def chunk_input(msg: sequence_pb2.SequenceChunkRequest) -> SequenceInput | None:
+def chunk_input(msg: sequence_pb2.StreamSequenceRequest) -> SequenceInput | None:
     return sequence_input(msg.input, "input") if msg.HasField("input") else None
 
 
-def chunk_response(request_id: str, o: ChunkOutcome) -> sequence_pb2.SequenceChunkResponse:
-    msg = sequence_pb2.SequenceChunkResponse(request_id=request_id, model_name=o.model_name,
+def chunk_response(request_id: str, o: ChunkOutcome) -> sequence_pb2.StreamSequenceResponse:
+    msg = sequence_pb2.StreamSequenceResponse(request_id=request_id, model_name=o.model_name,
                                              model_version=o.model_version, sequence=sequence_status(o))
     if o.prediction is not None:
         msg.prediction.CopyFrom(prediction_to_proto(o.prediction))
     return msg
 
 
-def chunk_error(request_id: str, code: int, message: str) -> sequence_pb2.SequenceChunkResponse:
-    return sequence_pb2.SequenceChunkResponse(request_id=request_id,
+def chunk_error(request_id: str, code: int, message: str) -> sequence_pb2.StreamSequenceResponse:
+    return sequence_pb2.StreamSequenceResponse(request_id=request_id,
                                               error=types_pb2.ItemError(code=code, message=message))
 
 

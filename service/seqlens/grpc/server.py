@@ -37,7 +37,7 @@ LIVENESS = "liveness"  # health name for startup/liveness probes
 _STOP_GRACE_S = 0.2  # after the drain: for open health watches to see NOT_SERVING
 
 SERVICE_NAMES = (
-    service_pb2.DESCRIPTOR.services_by_name["SequenceExplainer"].full_name,
+    service_pb2.DESCRIPTOR.services_by_name["SequenceExplainerService"].full_name,
     oip.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name,
 )
 
@@ -106,7 +106,7 @@ class SeqlensServer:
             opts += [("grpc.max_connection_age_ms", int(s.max_connection_age_s * 1000)),
                      ("grpc.max_connection_age_grace_ms", int(s.drain_grace_s * 1000))]
         server = grpc.aio.server(interceptors=interceptors, options=opts)
-        service_pb2_grpc.add_SequenceExplainerServicer_to_server(SequenceExplainerServicer(self.dataplane), server)
+        service_pb2_grpc.add_SequenceExplainerServiceServicer_to_server(SequenceExplainerServicer(self.dataplane), server)
         oip_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(self.dataplane), server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(

@@ -29,7 +29,7 @@ from .interceptors import bounded_details, status_for
 log = logging.getLogger(__name__)
 
 
-class SequenceExplainerServicer(service_pb2_grpc.SequenceExplainerServicer):
+class SequenceExplainerServicer(service_pb2_grpc.SequenceExplainerServiceServicer):
     def __init__(self, dataplane: DataPlane) -> None:
         self._dp = dataplane
 
@@ -58,14 +58,14 @@ class SequenceExplainerServicer(service_pb2_grpc.SequenceExplainerServicer):
         result = await streaming.predict(request.model_name, request.model_version, inputs, states)
         return converters.stateful_predict_response(result)
 
-    async def StreamSequence(self, request_iterator: AsyncIterator[sequence_pb2.SequenceChunkRequest], context: Any
-                             ) -> AsyncIterator[sequence_pb2.SequenceChunkResponse]:
+    async def StreamSequence(self, request_iterator: AsyncIterator[sequence_pb2.StreamSequenceRequest], context: Any
+                             ) -> AsyncIterator[sequence_pb2.StreamSequenceResponse]:
         """Chunks answered one at a time, in order; a failed chunk is answered with ``error`` set
         (its sequence keeps its state). A draining server ends the stream between chunks."""
         streaming = self._dp.streaming
         incoming = request_iterator.__aiter__()
         closing = asyncio.ensure_future(streaming.closing.wait())
-        nxt: asyncio.Future[sequence_pb2.SequenceChunkRequest] | None = None
+        nxt: asyncio.Future[sequence_pb2.StreamSequenceRequest] | None = None
         try:
             while True:
                 nxt = asyncio.ensure_future(incoming.__anext__())

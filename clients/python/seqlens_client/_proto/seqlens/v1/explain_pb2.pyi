@@ -13,43 +13,49 @@ DESCRIPTOR: _descriptor.FileDescriptor
 
 class OutputSpace(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
-    LOGIT: _ClassVar[OutputSpace]
-    PROBABILITY: _ClassVar[OutputSpace]
+    OUTPUT_SPACE_UNSPECIFIED: _ClassVar[OutputSpace]
+    OUTPUT_SPACE_PROBABILITY: _ClassVar[OutputSpace]
+    OUTPUT_SPACE_LOGIT: _ClassVar[OutputSpace]
 
 class Quadrature(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
-    GAUSS_LEGENDRE: _ClassVar[Quadrature]
-    RIEMANN_LEFT: _ClassVar[Quadrature]
-    RIEMANN_RIGHT: _ClassVar[Quadrature]
-    RIEMANN_MIDDLE: _ClassVar[Quadrature]
-    RIEMANN_TRAPEZOID: _ClassVar[Quadrature]
+    QUADRATURE_UNSPECIFIED: _ClassVar[Quadrature]
+    QUADRATURE_RIEMANN_LEFT: _ClassVar[Quadrature]
+    QUADRATURE_RIEMANN_RIGHT: _ClassVar[Quadrature]
+    QUADRATURE_RIEMANN_MIDDLE: _ClassVar[Quadrature]
+    QUADRATURE_RIEMANN_TRAPEZOID: _ClassVar[Quadrature]
+    QUADRATURE_GAUSS_LEGENDRE: _ClassVar[Quadrature]
 
 class AblationMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
-    PER_TIMESTEP: _ClassVar[AblationMode]
-    PER_FEATURE: _ClassVar[AblationMode]
+    ABLATION_MODE_UNSPECIFIED: _ClassVar[AblationMode]
+    ABLATION_MODE_PER_FEATURE: _ClassVar[AblationMode]
+    ABLATION_MODE_PER_TIMESTEP: _ClassVar[AblationMode]
 
 class BaselineKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
-    BASELINE_DEFAULT: _ClassVar[BaselineKind]
-    PAD: _ClassVar[BaselineKind]
-    ZEROS: _ClassVar[BaselineKind]
-    TRAINING_MEAN: _ClassVar[BaselineKind]
-    CUSTOM: _ClassVar[BaselineKind]
-LOGIT: OutputSpace
-PROBABILITY: OutputSpace
-GAUSS_LEGENDRE: Quadrature
-RIEMANN_LEFT: Quadrature
-RIEMANN_RIGHT: Quadrature
-RIEMANN_MIDDLE: Quadrature
-RIEMANN_TRAPEZOID: Quadrature
-PER_TIMESTEP: AblationMode
-PER_FEATURE: AblationMode
-BASELINE_DEFAULT: BaselineKind
-PAD: BaselineKind
-ZEROS: BaselineKind
-TRAINING_MEAN: BaselineKind
-CUSTOM: BaselineKind
+    BASELINE_KIND_UNSPECIFIED: _ClassVar[BaselineKind]
+    BASELINE_KIND_PAD: _ClassVar[BaselineKind]
+    BASELINE_KIND_ZEROS: _ClassVar[BaselineKind]
+    BASELINE_KIND_TRAINING_MEAN: _ClassVar[BaselineKind]
+    BASELINE_KIND_CUSTOM: _ClassVar[BaselineKind]
+OUTPUT_SPACE_UNSPECIFIED: OutputSpace
+OUTPUT_SPACE_PROBABILITY: OutputSpace
+OUTPUT_SPACE_LOGIT: OutputSpace
+QUADRATURE_UNSPECIFIED: Quadrature
+QUADRATURE_RIEMANN_LEFT: Quadrature
+QUADRATURE_RIEMANN_RIGHT: Quadrature
+QUADRATURE_RIEMANN_MIDDLE: Quadrature
+QUADRATURE_RIEMANN_TRAPEZOID: Quadrature
+QUADRATURE_GAUSS_LEGENDRE: Quadrature
+ABLATION_MODE_UNSPECIFIED: AblationMode
+ABLATION_MODE_PER_FEATURE: AblationMode
+ABLATION_MODE_PER_TIMESTEP: AblationMode
+BASELINE_KIND_UNSPECIFIED: BaselineKind
+BASELINE_KIND_PAD: BaselineKind
+BASELINE_KIND_ZEROS: BaselineKind
+BASELINE_KIND_TRAINING_MEAN: BaselineKind
+BASELINE_KIND_CUSTOM: BaselineKind
 
 class Target(_message.Message):
     __slots__ = ("class_index", "label", "timestep", "horizon_step", "output_space")

@@ -10,37 +10,37 @@ DESCRIPTOR: _descriptor.FileDescriptor
 class Task(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     TASK_UNSPECIFIED: _ClassVar[Task]
-    CLASSIFICATION: _ClassVar[Task]
-    TAGGING: _ClassVar[Task]
-    FORECASTING: _ClassVar[Task]
-    REGRESSION: _ClassVar[Task]
+    TASK_CLASSIFICATION: _ClassVar[Task]
+    TASK_TAGGING: _ClassVar[Task]
+    TASK_FORECASTING: _ClassVar[Task]
+    TASK_REGRESSION: _ClassVar[Task]
 
 class InputKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     INPUT_KIND_UNSPECIFIED: _ClassVar[InputKind]
-    TOKENS: _ClassVar[InputKind]
-    FEATURES: _ClassVar[InputKind]
+    INPUT_KIND_TOKENS: _ClassVar[InputKind]
+    INPUT_KIND_FEATURES: _ClassVar[InputKind]
 
 class VersionState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     VERSION_STATE_UNSPECIFIED: _ClassVar[VersionState]
-    LOADING: _ClassVar[VersionState]
-    READY: _ClassVar[VersionState]
-    FAILED: _ClassVar[VersionState]
-    UNLOADED: _ClassVar[VersionState]
+    VERSION_STATE_LOADING: _ClassVar[VersionState]
+    VERSION_STATE_READY: _ClassVar[VersionState]
+    VERSION_STATE_FAILED: _ClassVar[VersionState]
+    VERSION_STATE_UNLOADED: _ClassVar[VersionState]
 TASK_UNSPECIFIED: Task
-CLASSIFICATION: Task
-TAGGING: Task
-FORECASTING: Task
-REGRESSION: Task
+TASK_CLASSIFICATION: Task
+TASK_TAGGING: Task
+TASK_FORECASTING: Task
+TASK_REGRESSION: Task
 INPUT_KIND_UNSPECIFIED: InputKind
-TOKENS: InputKind
-FEATURES: InputKind
+INPUT_KIND_TOKENS: InputKind
+INPUT_KIND_FEATURES: InputKind
 VERSION_STATE_UNSPECIFIED: VersionState
-LOADING: VersionState
-READY: VersionState
-FAILED: VersionState
-UNLOADED: VersionState
+VERSION_STATE_LOADING: VersionState
+VERSION_STATE_READY: VersionState
+VERSION_STATE_FAILED: VersionState
+VERSION_STATE_UNLOADED: VersionState
 
 class ListModelsRequest(_message.Message):
     __slots__ = ()

@@ -27,15 +27,15 @@ from seqlens_client._proto.seqlens.v1 import predict_pb2 as seqlens_dot_v1_dot_p
 from seqlens_client._proto.seqlens.v1 import recurrent_pb2 as seqlens_dot_v1_dot_recurrent__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19seqlens/v1/sequence.proto\x12\nseqlens.v1\x1a\x16seqlens/v1/types.proto\x1a\x18seqlens/v1/predict.proto\x1a\x1aseqlens/v1/recurrent.proto\"\xae\x01\n\x14SequenceChunkRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x12\n\nmodel_name\x18\x02 \x01(\t\x12\x15\n\rmodel_version\x18\x03 \x01(\t\x12-\n\x08sequence\x18\x04 \x01(\x0b\x32\x1b.seqlens.v1.SequenceControl\x12(\n\x05input\x18\x05 \x01(\x0b\x32\x19.seqlens.v1.SequenceInput\"\xd6\x01\n\x15SequenceChunkResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x12\n\nmodel_name\x18\x02 \x01(\t\x12\x15\n\rmodel_version\x18\x03 \x01(\t\x12*\n\nprediction\x18\x04 \x01(\x0b\x32\x16.seqlens.v1.Prediction\x12,\n\x08sequence\x18\x05 \x01(\x0b\x32\x1a.seqlens.v1.SequenceStatus\x12$\n\x05\x65rror\x18\x06 \x01(\x0b\x32\x15.seqlens.v1.ItemErrorb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19seqlens/v1/sequence.proto\x12\nseqlens.v1\x1a\x16seqlens/v1/types.proto\x1a\x18seqlens/v1/predict.proto\x1a\x1aseqlens/v1/recurrent.proto\"\xaf\x01\n\x15StreamSequenceRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x12\n\nmodel_name\x18\x02 \x01(\t\x12\x15\n\rmodel_version\x18\x03 \x01(\t\x12-\n\x08sequence\x18\x04 \x01(\x0b\x32\x1b.seqlens.v1.SequenceControl\x12(\n\x05input\x18\x05 \x01(\x0b\x32\x19.seqlens.v1.SequenceInput\"\xd7\x01\n\x16StreamSequenceResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x12\n\nmodel_name\x18\x02 \x01(\t\x12\x15\n\rmodel_version\x18\x03 \x01(\t\x12*\n\nprediction\x18\x04 \x01(\x0b\x32\x16.seqlens.v1.Prediction\x12,\n\x08sequence\x18\x05 \x01(\x0b\x32\x1a.seqlens.v1.SequenceStatus\x12$\n\x05\x65rror\x18\x06 \x01(\x0b\x32\x15.seqlens.v1.ItemErrorb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'seqlens.v1.sequence_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_SEQUENCECHUNKREQUEST']._serialized_start=120
-  _globals['_SEQUENCECHUNKREQUEST']._serialized_end=294
-  _globals['_SEQUENCECHUNKRESPONSE']._serialized_start=297
-  _globals['_SEQUENCECHUNKRESPONSE']._serialized_end=511
+  _globals['_STREAMSEQUENCEREQUEST']._serialized_start=120
+  _globals['_STREAMSEQUENCEREQUEST']._serialized_end=295
+  _globals['_STREAMSEQUENCERESPONSE']._serialized_start=298
+  _globals['_STREAMSEQUENCERESPONSE']._serialized_end=513
 # @@protoc_insertion_point(module_scope)

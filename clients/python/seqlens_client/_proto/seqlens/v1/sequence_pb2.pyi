@@ -8,7 +8,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
-class SequenceChunkRequest(_message.Message):
+class StreamSequenceRequest(_message.Message):
     __slots__ = ("request_id", "model_name", "model_version", "sequence", "input")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
@@ -22,7 +22,7 @@ class SequenceChunkRequest(_message.Message):
     input: _types_pb2.SequenceInput
     def __init__(self, request_id: _Optional[str] = ..., model_name: _Optional[str] = ..., model_version: _Optional[str] = ..., sequence: _Optional[_Union[_recurrent_pb2.SequenceControl, _Mapping]] = ..., input: _Optional[_Union[_types_pb2.SequenceInput, _Mapping]] = ...) -> None: ...
 
-class SequenceChunkResponse(_message.Message):
+class StreamSequenceResponse(_message.Message):
     __slots__ = ("request_id", "model_name", "model_version", "prediction", "sequence", "error")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_NAME_FIELD_NUMBER: _ClassVar[int]

@@ -28,13 +28,13 @@ from seqlens_client._proto.seqlens.v1 import explain_pb2 as seqlens_dot_v1_dot_e
 from seqlens_client._proto.seqlens.v1 import sequence_pb2 as seqlens_dot_v1_dot_sequence__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18seqlens/v1/service.proto\x12\nseqlens.v1\x1a\x17seqlens/v1/models.proto\x1a\x18seqlens/v1/predict.proto\x1a\x18seqlens/v1/explain.proto\x1a\x19seqlens/v1/sequence.proto2\xd1\x03\n\x11SequenceExplainer\x12K\n\nListModels\x12\x1d.seqlens.v1.ListModelsRequest\x1a\x1e.seqlens.v1.ListModelsResponse\x12>\n\x08GetModel\x12\x1b.seqlens.v1.GetModelRequest\x1a\x15.seqlens.v1.ModelInfo\x12\x42\n\x07Predict\x12\x1a.seqlens.v1.PredictRequest\x1a\x1b.seqlens.v1.PredictResponse\x12\x42\n\x07\x45xplain\x12\x1a.seqlens.v1.ExplainRequest\x1a\x1b.seqlens.v1.ExplainResponse\x12L\n\rStreamExplain\x12\x1a.seqlens.v1.ExplainRequest\x1a\x1b.seqlens.v1.ExplainResponse(\x01\x30\x01\x12Y\n\x0eStreamSequence\x12 .seqlens.v1.SequenceChunkRequest\x1a!.seqlens.v1.SequenceChunkResponse(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18seqlens/v1/service.proto\x12\nseqlens.v1\x1a\x17seqlens/v1/models.proto\x1a\x18seqlens/v1/predict.proto\x1a\x18seqlens/v1/explain.proto\x1a\x19seqlens/v1/sequence.proto2\xda\x03\n\x18SequenceExplainerService\x12K\n\nListModels\x12\x1d.seqlens.v1.ListModelsRequest\x1a\x1e.seqlens.v1.ListModelsResponse\x12>\n\x08GetModel\x12\x1b.seqlens.v1.GetModelRequest\x1a\x15.seqlens.v1.ModelInfo\x12\x42\n\x07Predict\x12\x1a.seqlens.v1.PredictRequest\x1a\x1b.seqlens.v1.PredictResponse\x12\x42\n\x07\x45xplain\x12\x1a.seqlens.v1.ExplainRequest\x1a\x1b.seqlens.v1.ExplainResponse\x12L\n\rStreamExplain\x12\x1a.seqlens.v1.ExplainRequest\x1a\x1b.seqlens.v1.ExplainResponse(\x01\x30\x01\x12[\n\x0eStreamSequence\x12!.seqlens.v1.StreamSequenceRequest\x1a\".seqlens.v1.StreamSequenceResponse(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'seqlens.v1.service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_SEQUENCEEXPLAINER']._serialized_start=145
-  _globals['_SEQUENCEEXPLAINER']._serialized_end=610
+  _globals['_SEQUENCEEXPLAINERSERVICE']._serialized_start=145
+  _globals['_SEQUENCEEXPLAINERSERVICE']._serialized_end=619
 # @@protoc_insertion_point(module_scope)

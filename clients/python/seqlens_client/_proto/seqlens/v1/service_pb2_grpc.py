@@ -28,7 +28,7 @@ if _version_not_supported:
     )
 
 
-class SequenceExplainerStub:
+class SequenceExplainerServiceStub:
     """Serves recurrent sequence models and explains their predictions.
     """
 
@@ -39,38 +39,38 @@ class SequenceExplainerStub:
             channel: A grpc.Channel.
         """
         self.ListModels = channel.unary_unary(
-                '/seqlens.v1.SequenceExplainer/ListModels',
+                '/seqlens.v1.SequenceExplainerService/ListModels',
                 request_serializer=seqlens_dot_v1_dot_models__pb2.ListModelsRequest.SerializeToString,
                 response_deserializer=seqlens_dot_v1_dot_models__pb2.ListModelsResponse.FromString,
                 _registered_method=True)
         self.GetModel = channel.unary_unary(
-                '/seqlens.v1.SequenceExplainer/GetModel',
+                '/seqlens.v1.SequenceExplainerService/GetModel',
                 request_serializer=seqlens_dot_v1_dot_models__pb2.GetModelRequest.SerializeToString,
                 response_deserializer=seqlens_dot_v1_dot_models__pb2.ModelInfo.FromString,
                 _registered_method=True)
         self.Predict = channel.unary_unary(
-                '/seqlens.v1.SequenceExplainer/Predict',
+                '/seqlens.v1.SequenceExplainerService/Predict',
                 request_serializer=seqlens_dot_v1_dot_predict__pb2.PredictRequest.SerializeToString,
                 response_deserializer=seqlens_dot_v1_dot_predict__pb2.PredictResponse.FromString,
                 _registered_method=True)
         self.Explain = channel.unary_unary(
-                '/seqlens.v1.SequenceExplainer/Explain',
+                '/seqlens.v1.SequenceExplainerService/Explain',
                 request_serializer=seqlens_dot_v1_dot_explain__pb2.ExplainRequest.SerializeToString,
                 response_deserializer=seqlens_dot_v1_dot_explain__pb2.ExplainResponse.FromString,
                 _registered_method=True)
         self.StreamExplain = channel.stream_stream(
-                '/seqlens.v1.SequenceExplainer/StreamExplain',
+                '/seqlens.v1.SequenceExplainerService/StreamExplain',
                 request_serializer=seqlens_dot_v1_dot_explain__pb2.ExplainRequest.SerializeToString,
                 response_deserializer=seqlens_dot_v1_dot_explain__pb2.ExplainResponse.FromString,
                 _registered_method=True)
         self.StreamSequence = channel.stream_stream(
-                '/seqlens.v1.SequenceExplainer/StreamSequence',
-                request_serializer=seqlens_dot_v1_dot_sequence__pb2.SequenceChunkRequest.SerializeToString,
-                response_deserializer=seqlens_dot_v1_dot_sequence__pb2.SequenceChunkResponse.FromString,
+                '/seqlens.v1.SequenceExplainerService/StreamSequence',
+                request_serializer=seqlens_dot_v1_dot_sequence__pb2.StreamSequenceRequest.SerializeToString,
+                response_deserializer=seqlens_dot_v1_dot_sequence__pb2.StreamSequenceResponse.FromString,
                 _registered_method=True)
 
 
-class SequenceExplainerServicer:
+class SequenceExplainerServiceServicer:
     """Serves recurrent sequence models and explains their predictions.
     """
 
@@ -81,7 +81,9 @@ class SequenceExplainerServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetModel(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """A Get returns the resource itself (Google AIP-131), not a GetModelResponse wrapper.
+        buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -93,7 +95,10 @@ class SequenceExplainerServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Explain(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """StreamExplain carries the very messages of Explain, one per item: one shape to build and
+        to read, not two copies kept in step.
+        buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -101,6 +106,9 @@ class SequenceExplainerServicer:
     def StreamExplain(self, request_iterator, context):
         """Bulk explanations: answered as each finishes, request_id echoed; a bad item
         comes back with `error` set and the stream goes on.
+        buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
+        buf:lint:ignore RPC_REQUEST_STANDARD_NAME
+        buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -114,7 +122,7 @@ class SequenceExplainerServicer:
         raise NotImplementedError('Method not implemented!')
 
 
-def add_SequenceExplainerServicer_to_server(servicer, server):
+def add_SequenceExplainerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'ListModels': grpc.unary_unary_rpc_method_handler(
                     servicer.ListModels,
@@ -143,18 +151,18 @@ def add_SequenceExplainerServicer_to_server(servicer, server):
             ),
             'StreamSequence': grpc.stream_stream_rpc_method_handler(
                     servicer.StreamSequence,
-                    request_deserializer=seqlens_dot_v1_dot_sequence__pb2.SequenceChunkRequest.FromString,
-                    response_serializer=seqlens_dot_v1_dot_sequence__pb2.SequenceChunkResponse.SerializeToString,
+                    request_deserializer=seqlens_dot_v1_dot_sequence__pb2.StreamSequenceRequest.FromString,
+                    response_serializer=seqlens_dot_v1_dot_sequence__pb2.StreamSequenceResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
-            'seqlens.v1.SequenceExplainer', rpc_method_handlers)
+            'seqlens.v1.SequenceExplainerService', rpc_method_handlers)
     server.add_generic_rpc_handlers((generic_handler,))
-    server.add_registered_method_handlers('seqlens.v1.SequenceExplainer', rpc_method_handlers)
+    server.add_registered_method_handlers('seqlens.v1.SequenceExplainerService', rpc_method_handlers)
 
 
  # This class is part of an EXPERIMENTAL API.
-class SequenceExplainer:
+class SequenceExplainerService:
     """Serves recurrent sequence models and explains their predictions.
     """
 
@@ -172,7 +180,7 @@ class SequenceExplainer:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/seqlens.v1.SequenceExplainer/ListModels',
+            '/seqlens.v1.SequenceExplainerService/ListModels',
             seqlens_dot_v1_dot_models__pb2.ListModelsRequest.SerializeToString,
             seqlens_dot_v1_dot_models__pb2.ListModelsResponse.FromString,
             options,
@@ -199,7 +207,7 @@ class SequenceExplainer:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/seqlens.v1.SequenceExplainer/GetModel',
+            '/seqlens.v1.SequenceExplainerService/GetModel',
             seqlens_dot_v1_dot_models__pb2.GetModelRequest.SerializeToString,
             seqlens_dot_v1_dot_models__pb2.ModelInfo.FromString,
             options,
@@ -226,7 +234,7 @@ class SequenceExplainer:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/seqlens.v1.SequenceExplainer/Predict',
+            '/seqlens.v1.SequenceExplainerService/Predict',
             seqlens_dot_v1_dot_predict__pb2.PredictRequest.SerializeToString,
             seqlens_dot_v1_dot_predict__pb2.PredictResponse.FromString,
             options,
@@ -253,7 +261,7 @@ class SequenceExplainer:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/seqlens.v1.SequenceExplainer/Explain',
+            '/seqlens.v1.SequenceExplainerService/Explain',
             seqlens_dot_v1_dot_explain__pb2.ExplainRequest.SerializeToString,
             seqlens_dot_v1_dot_explain__pb2.ExplainResponse.FromString,
             options,
@@ -280,7 +288,7 @@ class SequenceExplainer:
         return grpc.experimental.stream_stream(
             request_iterator,
             target,
-            '/seqlens.v1.SequenceExplainer/StreamExplain',
+            '/seqlens.v1.SequenceExplainerService/StreamExplain',
             seqlens_dot_v1_dot_explain__pb2.ExplainRequest.SerializeToString,
             seqlens_dot_v1_dot_explain__pb2.ExplainResponse.FromString,
             options,
@@ -307,9 +315,9 @@ class SequenceExplainer:
         return grpc.experimental.stream_stream(
             request_iterator,
             target,
-            '/seqlens.v1.SequenceExplainer/StreamSequence',
-            seqlens_dot_v1_dot_sequence__pb2.SequenceChunkRequest.SerializeToString,
-            seqlens_dot_v1_dot_sequence__pb2.SequenceChunkResponse.FromString,
+            '/seqlens.v1.SequenceExplainerService/StreamSequence',
+            seqlens_dot_v1_dot_sequence__pb2.StreamSequenceRequest.SerializeToString,
+            seqlens_dot_v1_dot_sequence__pb2.StreamSequenceResponse.FromString,
             options,
             channel_credentials,
             insecure,

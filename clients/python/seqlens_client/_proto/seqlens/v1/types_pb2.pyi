@@ -10,11 +10,11 @@ DESCRIPTOR: _descriptor.FileDescriptor
 class DataType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     DATA_TYPE_UNSPECIFIED: _ClassVar[DataType]
-    FLOAT32: _ClassVar[DataType]
-    INT64: _ClassVar[DataType]
+    DATA_TYPE_FLOAT32: _ClassVar[DataType]
+    DATA_TYPE_INT64: _ClassVar[DataType]
 DATA_TYPE_UNSPECIFIED: DataType
-FLOAT32: DataType
-INT64: DataType
+DATA_TYPE_FLOAT32: DataType
+DATA_TYPE_INT64: DataType
 
 class Tensor(_message.Message):
     __slots__ = ("dtype", "shape", "data")
