@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from seqlens.carry import CarriedState
 from seqlens.errors import InvalidInput
-from seqlens.explainers.result import Attribution
+from seqlens.explainers.result import Attribution, MethodOutput, attribution
 from seqlens.grpc import converters as conv
 from seqlens.grpc.interceptors import status_for
 from seqlens.summaries import DEFAULT_TOP_K
@@ -89,9 +89,12 @@ def test_state_options() -> None:
 
 
 # --- attributions: the convergence facts travel as they are ---------------------------------------
-def _attr(method: str) -> Attribution:
+def _attr(method: str, delta: float | None = None, endpoints: tuple[float, float] = (0.0, 0.0)) -> Attribution:
     scores = np.array([0.5, -0.25], dtype=np.float32)
-    return Attribution(method=method, full=scores, scores=scores, n_steps=8)
+    out = MethodOutput(method=method, full=scores, scores=scores, n_steps=8)
+    if delta is not None:
+        out = out.with_delta(delta, tolerance=0.01)
+    return attribution(out, endpoints, seconds=0.0)
 
 
 def test_a_method_without_a_delta_sends_no_convergence_facts() -> None:
@@ -104,8 +107,7 @@ def test_a_method_without_a_delta_sends_no_convergence_facts() -> None:
 
 @pytest.mark.parametrize("method", ["integrated_gradients", "gradient_shap", "shapley_sampling"])
 def test_a_delta_reaches_the_sdk_with_the_servers_relative_delta(method: str) -> None:
-    a = _attr(method)
-    a.record_delta(0.05, f_input=2.0, f_baseline=1.0, tolerance=0.01)
+    a = _attr(method, 0.05, endpoints=(2.0, 1.0))
     sdk = sdk_results.Attribution.from_proto(conv.attribution_to_proto(a))
     assert sdk.has_delta and sdk.convergence_delta == pytest.approx(0.05)
     assert sdk.converged is False and sdk.tolerance == pytest.approx(0.01)
@@ -118,8 +120,7 @@ def test_a_delta_reaches_the_sdk_with_the_servers_relative_delta(method: str) ->
 
 
 def test_a_zero_gap_has_a_delta_but_no_relative_delta() -> None:
-    a = _attr("integrated_gradients")
-    a.record_delta(0.0, f_input=1.0, f_baseline=1.0, tolerance=0.01)
+    a = _attr("integrated_gradients", 0.0, endpoints=(1.0, 1.0))
     msg = conv.attribution_to_proto(a)
     assert msg.HasField("convergence_delta") and msg.converged and not msg.HasField("relative_delta")
     sdk = sdk_results.Attribution.from_proto(msg)

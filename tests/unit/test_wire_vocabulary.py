@@ -22,8 +22,8 @@ from seqlens.explainers.options import AblationMode, Quadrature
 from seqlens.explainers.targets import OutputSpace, ResolvedTarget
 from seqlens.grpc import converters as conv
 from seqlens.grpc.interceptors import status_for
-from seqlens.registry import VersionRecord, VersionState
-from seqlens.results import ModelDescription, ModelSummary
+from seqlens.registry import VersionState
+from seqlens.results import ModelDescription, ModelSummary, VersionInfo
 from seqlens.schema import Task
 from seqlens_client import results as sdk_results
 from seqlens_client import vocabulary
@@ -149,9 +149,9 @@ def test_unknown_task_is_unspecified_on_the_wire_and_in_the_sdk() -> None:
 
 @pytest.mark.parametrize("state", list(VersionState), ids=lambda s: s.name)
 def test_version_state_round_trips(state: VersionState) -> None:
-    desc = ModelDescription(name="m", default_version="1", records=[VersionRecord("m", "1", state, "why")],
-                            config=None, vocab_size=0, num_parameters=0, attribution_methods=[], state_summaries=[],
-                            max_length=1, max_batch=1, max_explain_work=1, max_steps=1)
+    desc = ModelDescription(name="m", default_version="1", versions=[VersionInfo("1", state, "why")],
+                            attribution_methods=[], state_summaries=[], max_length=1, min_length=1, max_batch=1,
+                            max_explain_work=1, max_steps=1)
     msg = conv.model_info(desc).versions[0]
     assert models_pb2.VersionState.Name(msg.state) == "VERSION_STATE_" + state.name
     assert sdk_results.VersionStatus.from_proto(msg).state == state.name.lower()
